@@ -62,7 +62,8 @@ def as_program(result: Program | tuple[Any, ...]) -> Program:
         metadata = dict(result[2]) if len(result) == 3 else {}
         return Program(text=str(result[0]), answer=result[1], metadata=metadata)
     raise TypeError(
-        f"a generator must return Program, (text, answer) or (text, answer, metadata); got {type(result).__name__}"
+        "a generator must return Program, (text, answer) or (text, answer, metadata); "
+        f"got {type(result).__name__}"
     )
 
 
@@ -78,20 +79,23 @@ def generator_name(generator: GeneratorFn) -> str:
 def program_seed(base_seed: int, seq_len: int, seq_id: int) -> int:
     """The seed of program `seq_id` at `seq_len`: independent of worker, order and process (no `hash()`)."""
     digest = hashlib.sha256(f"{base_seed}:{seq_len}:{seq_id}".encode()).hexdigest()
-    return int(digest[:12], 16)
+    return int(digest[:8], 16)  # 32 bits: the range np.random.RandomState accepts
 
 
 def generate(generator: GeneratorFn, seq_len: int, seed: int, **knobs: Any) -> Program:
-    """Run one generator call with `random.Random(seed)` and normalise the result.
+    """Run one generator call with `np.random.RandomState(seed)` and normalise the result.
+
+    The seed project's generators (and users' custom ones) are written against numpy's `RandomState`; the
+    built-in generators accept any rng (`debug.rng.as_random`), so numpy's is the one to pass.
 
     Raises:
         ValueError: Passed through when the generator refuses `seq_len` (its message gives the valid range).
         GeneratorError: When the generator raised anything else; names generator, seq_len and seed.
     """
-    import random
+    import numpy as np
 
     try:
-        return as_program(generator(seq_len, random.Random(seed), **knobs))
+        return as_program(generator(seq_len, np.random.RandomState(seed), **knobs))
     except ValueError:
         raise
     except Exception as exc:  # noqa: BLE001 - re-raised with the replay coordinates
@@ -108,4 +112,6 @@ def generate_programs(
 
     The same (generator, knobs, seq_len, base_seed) gives the same list on every machine and worker.
     """
-    return [generate(generator, seq_len, program_seed(base_seed, seq_len, i), **knobs) for i in range(num_seqs)]
+    return [
+        generate(generator, seq_len, program_seed(base_seed, seq_len, i), **knobs) for i in range(num_seqs)
+    ]
