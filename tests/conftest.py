@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random models saved to local folders, so tests exercise the real `from_pretrained` path."""
+"""Shared fixtures: tiny random models saved to local folders (tests exercise the real `from_pretrained`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
+# No machine here reaches a model hub: tests must never try. Loading code honours HF_HUB_OFFLINE.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Two cores are shared by everything on these machines; one thread per test process keeps runs predictable.
 torch.set_num_threads(int(os.environ.get("DEBUG_TEST_THREADS", "1")))

@@ -11,7 +11,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("debug.train", "train an embedded model from a fixed seed"),
-    "seeds": ("debug.seeds", "find robust seeds: programs the model answers correctly, original and counterfactual"),
+    "seeds": ("debug.seeds", "find seeds whose original and counterfactual the model answers correctly"),
     "patch": ("debug.causal_experiment_runner", "run and plot one full layer x token patching sweep"),
 }
 
