@@ -110,42 +110,45 @@ def test_prompt_longer_than_context_is_refused(tiny_qwen3_dir: Path) -> None:
         score_programs(loaded, [make_variable_binding_program(3, 1), long_program], prompts.VARIABLE_BINDING)
 
 
-class _Cache:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def crop(self, _n: int) -> None:
-        pass
-
-
 class _Scripted(torch.nn.Module):
-    """A stand-in LM whose k-th forward call predicts `script[k]` everywhere (for the stop rules)."""
+    """A stand-in causal LM that predicts `script[k]` as the k-th token after a prompt of `prompt_len` tokens.
 
-    def __init__(self, script: list[int], vocab: int) -> None:
+    It depends only on the position (so teacher forcing and step-by-step decoding agree, as for any causal
+    LM) and keeps no real cache (the decoder then cannot drop finished rows and must still be right).
+    """
+
+    def __init__(self, script: list[int], vocab: int, prompt_len: int) -> None:
         super().__init__()
         self.emb = torch.nn.Embedding(vocab, 2)
-        self.script, self.vocab = script, vocab
+        self.script, self.vocab, self.prompt_len = script, vocab, prompt_len
 
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.emb
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=True, cache=None, **_kw):
-        cache = cache or _Cache()
-        logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], self.vocab)
-        logits[:, :, self.script[min(cache.calls, len(self.script) - 1)]] = 1.0
-        cache.calls += 1
-        return type("Out", (), {"logits": logits, "past_key_values": cache, "cache": cache})()
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=True, **_kw):
+        rows, length = input_ids.shape
+        if position_ids is None:
+            position_ids = torch.arange(length).expand(rows, length)
+        logits = torch.zeros(rows, length, self.vocab)
+        for r in range(rows):
+            for j in range(length):
+                k = int(position_ids[r, j]) - (self.prompt_len - 1)
+                logits[r, j, self.script[min(max(k, 0), len(self.script) - 1)]] = 1.0
+        return type("Out", (), {"logits": logits, "past_key_values": object()})()
 
 
 @pytest.mark.parametrize(
-    ("script", "stop_at_newline", "expected"),
+    ("script", "answer", "stop_at_newline", "expected"),
     [
-        ("\n7\n9", True, "\n7\n"),  # a leading newline does not end the answer; the one after "7" does
-        ("\n7\n9", False, "\n7\n9"),  # reasoning mode: only the budget ends it
-        ("4<eos>5", True, "4"),
+        ("\n7\n9", "\n", True, "\n7\n"),  # a leading newline does not end the answer; the one after "7" does
+        ("\n7\n9", "\n", False, "\n7\n9"),  # reasoning mode: only the budget ends it
+        ("\n7\n9", "5", True, "\n7\n"),  # the expected answer is rejected at once: all steps decoded
+        ("\n7\n9", "\n7\n", False, "\n7\n9"),  # accepted in full, then one decoded step
+        ("4<eos>5", "4", True, "4"),  # accepted, and the <eos> after it read off the same forward
+        ("4<eos>5", "3", True, "4"),
     ],
 )
-def test_stop_rules(script: str, stop_at_newline: bool, expected: str) -> None:
+def test_stop_rules(script: str, answer: str, stop_at_newline: bool, expected: str) -> None:
     from debug.scoring import decode_batch
     from debug.tokenizer import build_char_tokenizer
 
@@ -154,14 +157,14 @@ def test_stop_rules(script: str, stop_at_newline: bool, expected: str) -> None:
         tok.eos_token_id if part == "<eos>" else tok.convert_tokens_to_ids(part)
         for part in (["4", "<eos>", "5"] if "<eos>" in script else list(script))
     ]
-    model = _Scripted(ids, len(tok))
-    [(raw, _lp)] = decode_batch(
-        model, tok, [tok("a=1\n#a:")["input_ids"]], [[ids[0]]], [4], stop_at_newline=stop_at_newline
-    )
+    prompt = tok("a=1\n#a:")["input_ids"]
+    model = _Scripted(ids, len(tok), len(prompt))
+    answer_ids = [tok.convert_tokens_to_ids(c) for c in answer]
+    [(raw, _lp)] = decode_batch(model, tok, [prompt], [answer_ids], [4], stop_at_newline=stop_at_newline)
     assert raw == expected
 
 
-def test_cache_that_cannot_crop_falls_back_to_a_second_prefill(
+def test_cache_that_cannot_drop_rows_gives_the_same_answers(
     tiny_qwen3_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from transformers import DynamicCache
@@ -170,10 +173,63 @@ def test_cache_that_cannot_crop_falls_back_to_a_second_prefill(
     programs = _programs()[:4]
     expected = score_programs(loaded, programs, prompts.MINIMAL, max_new_tokens=4)
 
-    def refuse(self, n):
-        raise NotImplementedError("no crop")
+    def refuse(self, indices):
+        raise NotImplementedError("no row selection")
 
-    monkeypatch.setattr(DynamicCache, "crop", refuse)
+    monkeypatch.setattr(DynamicCache, "batch_select_indices", refuse)
     again = score_programs(loaded, programs, prompts.MINIMAL, max_new_tokens=4)
     assert [s.raw_output for s in again] == [s.raw_output for s in expected]
     assert [s.answer_logprob for s in again] == pytest.approx([s.answer_logprob for s in expected], abs=1e-5)
+
+
+def _plain_greedy(loaded: models.LoadedModel, prompt: str, limit: int) -> str:
+    """One prompt through `model.generate` (greedy), then the direct-answer stop rules, token by token."""
+    tok = loaded.tokenizer
+    ids = tok(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = loaded.model.generate(
+            **ids,
+            max_new_tokens=limit,
+            do_sample=False,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    kept: list[int] = []
+    spoke = False
+    for t in out[0, ids["input_ids"].shape[1] :].tolist():
+        if t == tok.eos_token_id:
+            break
+        kept.append(t)
+        piece = tok.decode([t], skip_special_tokens=True)
+        if "\n" in piece and (spoke or piece.split("\n")[0].strip()):
+            break
+        spoke = spoke or bool(piece.strip())
+    return tok.decode(kept, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_qwen3_dir", "tiny_gpt2_dir", "embedded"])
+def test_speculative_greedy_equals_plain_greedy(fixture: str, request: pytest.FixtureRequest) -> None:
+    """Greedy read off the teacher-forced forward equals `generate`, whether the expected answer is rejected
+    at once, accepted in part or accepted in full, batched or one at a time."""
+    model_id = "embedded:binder" if fixture == "embedded" else str(request.getfixturevalue(fixture))
+    if fixture == "embedded" and model_id not in models.EMBEDDED:
+        pytest.skip("the embedded model is not shipped in this checkout")
+    loaded = models.load(model_id)
+    limit = 6
+    base = _programs()[:6]
+    reference = {p.text: _plain_greedy(loaded, p.text, limit) for p in base}
+    variants: list[Program] = list(base)  # true answers: a random model rejects them, the binder often not
+    for p in base:
+        ref = reference[p.text]
+        if ref:
+            variants.append(Program(p.text, ref, {}))  # accepted in full, then <eos>/newline/budget
+            variants.append(Program(p.text, ref[:1] + "~" + ref[1:], {}))  # diverges after one token
+    assert len(variants) > len(base)
+    runs = [
+        score_programs(loaded, variants, prompts.VARIABLE_BINDING, batch_size=size, max_new_tokens=limit)
+        for size in (1, 32, None)
+    ]
+    for samples in runs:
+        assert [s.raw_output for s in samples] == [reference[p.text] for p in variants]
+        lps = [s.answer_logprob for s in samples]
+        assert lps == pytest.approx([s.answer_logprob for s in runs[0]], abs=1e-4)
