@@ -62,11 +62,20 @@ def test_real_eval_ids_and_k_selection(pytester: pytest.Pytester) -> None:
     args = [str(ROOT / "evals"), "--collect-only", "-q", "-p", "no:cacheprovider", f"--rootdir={ROOT}"]
     everything = pytester.runpytest(*args)
     everything.stdout.fnmatch_lines(["*test_variable_binding[[]embedded:binder-VARIABLE_BINDING-16[]]"])
-    picked = pytester.runpytest(*args, "-k", "binding and 16")
+    picked = pytester.runpytest(*args, "-k", "variable_binding and 16")
     picked.stdout.fnmatch_lines(
         [
             "*test_variable_binding.py::test_variable_binding[[]embedded:binder-VARIABLE_BINDING-16[]]",
             "1/* tests collected*",
+        ]
+    )
+    # "binding" names two families: behavioural variable binding and the causal binding evals (4 hop counts).
+    both = pytester.runpytest(*args, "-k", "binding and 16")
+    both.stdout.fnmatch_lines(
+        [
+            "*test_causal_binding[[]embedded:binder-hops1-16[]]",
+            "*test_variable_binding[[]embedded:binder-VARIABLE_BINDING-16[]]",
+            "5/* tests collected*",
         ]
     )
     ranged = pytester.runpytest(*args, "-k", "range", "--model", "m1", "--model", "m2", "--seq-lens", "3")
