@@ -149,3 +149,109 @@ def test_shipped_model_card_states_the_measured_accuracy(model_id: str) -> None:
     loaded = models.load(model_id)
     measured = evaluate(loaded.model, loaded.tokenizer, eval_programs(int(stated.group(1)) // 4))
     assert f"{measured['accuracy']:.3f}" == stated.group(2)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_at(step: int):
+    def log(line: str) -> None:
+        if line.startswith(f"step {step}/"):
+            raise _Interrupted
+
+    return log
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    from debug.train import load_run_config, resolve_device
+
+    config = dataclasses.replace(TINY, log_every=1)
+    full = _weights(train(config, log=lambda _: None).model)
+    with pytest.raises(_Interrupted):  # killed at step 8: the last checkpoint is step 5's
+        train(config, log=_interrupt_at(8), run_dir=tmp_path, save_every=5)
+    assert (tmp_path / "LATEST").read_text() == "step-0000005"
+    stored = load_run_config(tmp_path)
+    assert stored == dataclasses.replace(config, device=resolve_device("auto"))  # kept resolved
+    lines: list[str] = []
+    resumed = train(config, log=lines.append, run_dir=tmp_path, resume=True)
+    assert resumed.steps_done == 12
+    assert lines[0].startswith("resumed") and lines[1].startswith("step 6/12")
+    weights = _weights(resumed.model)
+    assert weights.keys() == full.keys()
+    assert all(torch.equal(weights[k], full[k]) for k in full)
+    assert (tmp_path / "LATEST").read_text() == "step-0000012"  # the run's end is saved too
+    assert not (tmp_path / "step-0000005").exists()
+
+
+def test_resume_refuses_a_different_recipe(tmp_path: Path) -> None:
+    train(dataclasses.replace(TINY, stop_after=3), log=lambda _: None, run_dir=tmp_path, save_every=2)
+    with pytest.raises(ValueError, match="differs"):
+        train(dataclasses.replace(TINY, lr=5e-3), log=lambda _: None, run_dir=tmp_path, resume=True)
+    with pytest.raises(FileNotFoundError, match="--save-every"):
+        train(TINY, log=lambda _: None, run_dir=tmp_path / "none", resume=True)
+
+
+def test_data_workers_give_the_batches_of_the_in_process_stream() -> None:
+    from debug.tokenizer import build_char_tokenizer
+    from debug.train_data import BatchStream
+
+    tokenizer = build_char_tokenizer()
+    streams = [BatchStream(TINY.mix, random.Random(7), 8, tokenizer, workers=n) for n in (0, 2)]
+    with streams[0] as inline, streams[1] as ahead:
+        for _ in range(5):
+            a, b = inline.next(), ahead.next()
+            assert all(torch.equal(a[k], b[k]) for k in ("input_ids", "attention_mask", "labels"))
+        # the workers ran ahead of the consumer; the resume state is still the one after batch 5
+        assert ahead.rng_state() == inline.rng_state() != random.Random(7).getstate()
+    expected = encode(sample_programs(TINY, random.Random(7), 8), tokenizer)  # the stream's first batch
+    with BatchStream(TINY.mix, random.Random(7), 8, tokenizer, workers=1) as again:
+        first = again.next()
+    assert all(torch.equal(first[k], expected[k]) for k in expected)
+
+
+def test_training_with_data_workers_equals_training_without(tmp_path: Path) -> None:
+    config = dataclasses.replace(TINY, log_every=1)
+    plain = _weights(train(config, log=lambda _: None).model)
+    with pytest.raises(_Interrupted):
+        train(config, log=_interrupt_at(9), run_dir=tmp_path, save_every=4, data_workers=2)
+    resumed = _weights(train(config, log=lambda _: None, run_dir=tmp_path, resume=True, data_workers=3).model)
+    assert all(torch.equal(plain[k], resumed[k]) for k in plain)
+
+
+def test_cli_resumes_a_run_cut_by_stop_after(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    common = ["--out-dir", str(tmp_path)]
+    assert (
+        main(["--preset", "tiny", "--stop-after", "7", "--save-every", "5", "--run-dir", str(run), *common])
+        == 0
+    )
+    assert (run / "LATEST").read_text() == "step-0000007"
+    with pytest.raises(SystemExit, match="drop --lr"):
+        main(["--resume", str(run), "--lr", "0.1", *common])
+    assert main(["--resume", str(run), "--data-workers", "1", *common]) == 0
+    resumed = _weights(models.load(str(tmp_path / "tiny")).model)
+    full = _weights(train(TINY, log=lambda _: None).model)
+    assert all(torch.equal(resumed[k], full[k]) for k in full)
+    assert "Steps: 12 of 12" in (tmp_path / "tiny" / "MODEL_CARD.md").read_text()
+    models.unload(str(tmp_path / "tiny"))
+
+
+def test_device_choice_and_bf16_guard() -> None:
+    from debug.train import resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="auto, cpu or cuda"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="CUDA only"):
+        train(dataclasses.replace(TINY, device="cpu", bf16=True), log=lambda _: None)
+
+
+def test_progress_lines_report_accuracy_by_hop_and_throughput() -> None:
+    lines: list[str] = []
+    train(dataclasses.replace(TINY, steps=4, eval_every=2, log_every=2), log=lines.append)
+    evals = [line for line in lines if line.startswith("eval step")]
+    assert [line.split(":")[0] for line in evals] == ["eval step 2", "eval step 4"]
+    assert all(f'"hop{h}"' in line and "copy_line_1" in line for line in evals for h in range(1, 5))
+    assert any(line.startswith("step 4/4") and line.endswith("steps/s") for line in lines)

@@ -15,6 +15,7 @@ never uses), by hop count, next to the heuristic baselines. A model is saved as 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,7 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from debug.programs import Program, as_program
+from debug.programs import Program
+from debug.train_checkpoint import load_resume_state, resolve_device, save_resume_state
+from debug.train_data import BatchStream, build_programs, encode_lists, pad_batch, plan_programs
 
 #: Held-out programs are seeded from this base (the training stream draws 48-bit seeds from its own rng).
 EVAL_BASE_SEED = 987_654_321
@@ -79,6 +82,8 @@ class TrainConfig:
             run that a time limit ended; its model card gives the command).
         threads: torch intra-op threads (None leaves torch's default).
         log_every: Print a progress line every this many steps.
+        device: `auto` (CUDA when visible), `cpu` or `cuda`.
+        bf16: Run the training forward under bfloat16 autocast (CUDA only; changes the weights).
     """
 
     name: str = "binder"
@@ -102,6 +107,8 @@ class TrainConfig:
     stop_after: int | None = None
     threads: int | None = None
     log_every: int = 50
+    device: str = "auto"
+    bf16: bool = False
 
 
 #: Named configurations: `tiny` runs in seconds (tests), `default` is the shipped recipe.
@@ -166,35 +173,14 @@ def sample_programs(config: TrainConfig, rng: random.Random, n: int) -> list[Pro
     """Draw `n` training programs from the mix, every choice and program seed taken from `rng`.
 
     Each program gets its own `random.Random(seed)` with a 48-bit seed drawn from `rng`; the scheme is fixed
-    here (not borrowed from `debug.programs.generate`) so a recipe's data never changes under it.
+    in `debug.train_data` (not borrowed from `debug.programs.generate`) so a recipe's data never changes.
     """
-    from debug.generators import GENERATORS
-
-    weights = [s.weight for s in config.mix]
-    out = []
-    for source in rng.choices(config.mix, weights=weights, k=n):
-        seq_len = source.seq_lens[int(rng.random() * len(source.seq_lens))]
-        seed = rng.getrandbits(48)
-        out.append(as_program(GENERATORS[source.generator](seq_len, random.Random(seed), **source.knobs)))
-    return out
+    return build_programs(config.mix, plan_programs(config.mix, rng, n))
 
 
 def encode(programs: Sequence[Program], tokenizer: Any) -> dict[str, Any]:
     """Right-padded `text + answer + <eos>` ids with labels on the answer and eos only (-100 elsewhere)."""
-    import torch
-
-    rows, labels = [], []
-    for p in programs:
-        prompt = tokenizer(p.text, add_special_tokens=False)["input_ids"]
-        answer = tokenizer(str(p.answer), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append(prompt + answer)
-        labels.append([-100] * len(prompt) + answer)
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id
-    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-    lab = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
+    return pad_batch(*encode_lists(programs, tokenizer), tokenizer.pad_token_id)
 
 
 def eval_programs(per_hop: int) -> list[Program]:
@@ -224,7 +210,7 @@ def answer_correct(model: Any, tokenizer: Any, programs: Sequence[Program], batc
     with torch.no_grad():
         for start in range(0, len(programs), batch):
             chunk = programs[start : start + batch]
-            enc = encode(chunk, tokenizer)
+            enc = {k: v.to(model.device) for k, v in encode(chunk, tokenizer).items()}
             logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
             pred = logits[:, :-1].argmax(-1)
             target = enc["labels"][:, 1:]
@@ -265,11 +251,30 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+#: Config keys that only steer one sitting of a run; a resume may change them, not the rest of the recipe.
+RUNTIME_KEYS = ("max_minutes", "stop_after", "threads", "log_every")
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The `TrainConfig` stored in a run folder written by `train(..., run_dir=...)`."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: --resume takes a run folder written with --save-every")
+    raw = json.loads(path.read_text())
+    raw["mix"] = tuple(DataSource(**{**m, "seq_lens": tuple(m["seq_lens"])}) for m in raw["mix"])
+    raw["checkpoints"] = tuple(tuple(c) for c in raw["checkpoints"])
+    return TrainConfig(**raw)
+
+
 def train(
     config: TrainConfig,
     out_dir: str | Path | None = None,
     *,
     log: Callable[[str], None] | None = None,
+    run_dir: str | Path | None = None,
+    save_every: int = 0,
+    resume: bool = False,
+    data_workers: int = 0,
 ) -> TrainResult:
     """Train one model from `config.seed`; save it (and mid-run checkpoints) under `out_dir` when given.
 
@@ -277,6 +282,11 @@ def train(
         config: The run's configuration (see `PRESETS`).
         out_dir: Folder that receives `<name>/` model folders (the package's `debug/embedded` to ship them).
         log: Where progress lines go (default: print to stdout, flushed).
+        run_dir: Folder for resumable checkpoints (needed by `save_every` and `resume`).
+        save_every: Save a resumable checkpoint every this many steps, and when the run stops (0: never).
+        resume: Continue from `run_dir`'s latest checkpoint (with its `save_every` unless one is given); the
+            result equals an uninterrupted run's on the same device and thread count.
+        data_workers: Processes generating batches ahead of the model (0: in-process; same data either way).
 
     Returns:
         A `TrainResult` with the trained model and its held-out evaluation.
@@ -286,51 +296,115 @@ def train(
     from debug.tokenizer import build_char_tokenizer
 
     log = log or (lambda line: print(line, flush=True))
+    if (save_every or resume) and run_dir is None:
+        raise ValueError("save_every/resume need a run_dir (the CLI's --run-dir or --resume DIR)")
+    run_path = Path(run_dir) if run_dir is not None else None
+    device = torch.device(resolve_device(config.device))
+    # Recorded resolved: `auto` would replay on whatever the next machine has, and the device changes weights.
+    config = dataclasses.replace(config, device=device.type)
+    if config.bf16 and device.type != "cuda":
+        raise ValueError("bf16 autocast is for CUDA only; drop --bf16 or use --device cuda")
     if config.threads:
         torch.set_num_threads(config.threads)
     tokenizer = build_char_tokenizer()
-    torch.manual_seed(config.seed)
-    model = build_model(config, tokenizer)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
     data_rng = random.Random(config.seed)
-    held_out = eval_programs(config.eval_per_hop)
-    history: list[dict[str, Any]] = []
-    saved: dict[str, Path] = {}
-    checkpoints = dict(config.checkpoints)
-    start = time.monotonic()
-    step = 0
-    for step in range(1, config.steps + 1):
-        model.train()
-        batch = encode(sample_programs(config, data_rng, config.batch_size), tokenizer)
-        loss = model(**batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        elapsed = time.monotonic() - start
-        if config.log_every and step % config.log_every == 0:
-            log(
-                f"step {step}/{config.steps} loss {loss.item():.4f} "
-                f"lr {scheduler.get_last_lr()[0]:.2e} {elapsed:.0f}s"
-            )
-        if config.eval_every and step % config.eval_every == 0:
-            result = evaluate(model, tokenizer, held_out)
-            history.append({"step": step, "seconds": round(elapsed, 1), **_short(result)})
-            log(f"eval step {step}: {json.dumps(_short(result))}")
-        if step in checkpoints and out_dir is not None:
-            ck_eval = evaluate(model, tokenizer, held_out)
-            saved[checkpoints[step]] = save_embedded(
-                model, tokenizer, Path(out_dir), checkpoints[step], config, step, elapsed, ck_eval, history
-            )
-            log(f"saved checkpoint {checkpoints[step]} at step {step}")
-        if config.stop_after is not None and step >= config.stop_after:
-            break
-        if config.max_minutes is not None and elapsed > config.max_minutes * 60:
-            log(f"time limit of {config.max_minutes} min reached at step {step}")
-            break
-    wall = time.monotonic() - start
+    # The stream starts its workers here, before the model touches CUDA: forked workers stay CPU-only.
+    with BatchStream(config.mix, data_rng, config.batch_size, tokenizer, workers=data_workers) as stream:
+        torch.manual_seed(config.seed)
+        model = build_model(config, tokenizer).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
+        held_out = eval_programs(config.eval_per_hop)
+        history: list[dict[str, Any]] = []
+        saved: dict[str, Path] = {}
+        checkpoints = dict(config.checkpoints)
+        first, before = 1, 0.0
+        if resume:
+            assert run_path is not None
+            stored = load_run_config(run_path)
+            if _recipe(stored) != _recipe(config):
+                raise ValueError(
+                    f"config differs from the one stored in {run_path}; resume with load_run_config"
+                )
+            state = load_resume_state(run_path, model)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            data_rng.setstate(state["data_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            if state.get("cuda_rng") is not None and device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"])
+            first, before, history = state["step"] + 1, state["elapsed"], state["history"]
+            save_every = save_every or state["save_every"]  # keep the run's cadence unless told otherwise
+            log(f"resumed {run_path} at step {state['step']}")
+        elif run_path is not None:
+            run_path.mkdir(parents=True, exist_ok=True)
+            (run_path / "config.json").write_text(json.dumps(asdict(config), indent=1))
+        start = time.monotonic()
+        step = first - 1
+
+        def checkpoint() -> None:
+            assert run_path is not None
+            cuda_rng = torch.cuda.get_rng_state() if device.type == "cuda" else None
+            state = {
+                "step": step,
+                "elapsed": before + time.monotonic() - start,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "data_rng": stream.rng_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": cuda_rng,
+                "history": history,
+                "save_every": save_every,
+            }
+            save_resume_state(run_path, model, state)
+
+        for step in range(first, config.steps + 1):
+            model.train()
+            batch = {k: v.to(device, non_blocking=True) for k, v in stream.next().items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            sitting = time.monotonic() - start
+            elapsed = before + sitting
+            if config.log_every and step % config.log_every == 0:
+                log(
+                    f"step {step}/{config.steps} loss {loss.item():.4f} "
+                    f"lr {scheduler.get_last_lr()[0]:.2e} {elapsed:.0f}s "
+                    f"{(step - first + 1) / max(sitting, 1e-9):.1f} steps/s"
+                )
+            if config.eval_every and step % config.eval_every == 0:
+                result = evaluate(model, tokenizer, held_out)
+                history.append({"step": step, "seconds": round(elapsed, 1), **_short(result)})
+                log(f"eval step {step}: {json.dumps(_short(result))} {_baseline_line(result)}")
+            if step in checkpoints and out_dir is not None:
+                ck_eval = evaluate(model, tokenizer, held_out)
+                saved[checkpoints[step]] = save_embedded(
+                    model,
+                    tokenizer,
+                    Path(out_dir),
+                    checkpoints[step],
+                    config,
+                    step,
+                    elapsed,
+                    ck_eval,
+                    history,
+                )
+                log(f"saved checkpoint {checkpoints[step]} at step {step}")
+            if save_every and step % save_every == 0:
+                checkpoint()
+            if config.stop_after is not None and step >= config.stop_after:
+                break
+            if config.max_minutes is not None and sitting > config.max_minutes * 60:
+                log(f"time limit of {config.max_minutes} min reached at step {step}")
+                break
+        if save_every and step % save_every != 0 and step >= first:
+            checkpoint()  # where this sitting stopped, so the next --resume starts there
+
+    wall = before + time.monotonic() - start
     final = evaluate(model, tokenizer, held_out)
     history.append({"step": step, "seconds": round(wall, 1), **_short(final)})
     if out_dir is not None:
@@ -339,6 +413,17 @@ def train(
         )
     log(f"done: {step} steps in {wall:.0f}s, held-out accuracy {final['accuracy']:.3f}")
     return TrainResult(model, tokenizer, config, step, wall, history, final, saved)
+
+
+def _recipe(config: TrainConfig) -> dict[str, Any]:
+    # Compared through JSON so tuples and the lists that config.json gives back compare equal.
+    return json.loads(json.dumps({k: v for k, v in asdict(config).items() if k not in RUNTIME_KEYS}))
+
+
+def _baseline_line(result: dict[str, Any]) -> str:
+    # The plateau is read against these: a binder that only copies tracks copy_line_1 / copy_last_constant.
+    b = result["baselines"]
+    return f"(copy_line_1 {b['copy_line_1']:.3f}, copy_last_constant {b['copy_last_constant']:.3f})"
 
 
 def _short(result: dict[str, Any]) -> dict[str, Any]:
@@ -370,10 +455,10 @@ def save_embedded(
     return folder
 
 
-def _hardware() -> str:
+def _hardware(device: str = "cpu") -> str:
     import torch
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    device = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
     return (
         f"{device}; {platform.machine()} {platform.system()}, {os.cpu_count()} logical cores, "
         f"{torch.get_num_threads()} torch thread(s); Python {platform.python_version()}, "
@@ -400,6 +485,10 @@ def reproduce_command(config: TrainConfig, step: int) -> str:
     for key in flags:
         if getattr(config, key) != getattr(base, key):
             args.append(f"--{key.replace('_', '-')} {getattr(config, key)}")
+    if config.device != base.device:
+        args.append(f"--device {config.device}")
+    if config.bf16:
+        args.append("--bf16")
     if config.threads:
         args.append(f"--threads {config.threads}")  # the thread count changes float summation order
     for ck_step, ck_name in config.checkpoints:
@@ -452,7 +541,7 @@ variable-binding programs. Generated by `debug.train` when this checkpoint was s
 ## Training
 - Steps: {step} of {config.steps} planned, batch {config.batch_size}, seed {config.seed}
 - Wall time: {seconds:.0f} s
-- Hardware: {_hardware()}; transformers {transformers.__version__}
+- Hardware: {_hardware(config.device)}; transformers {transformers.__version__}
 - Input: the raw program text ending in the query `#<var>:`; loss on the answer characters and `<eos>` only.
 - Data mix:
 {mix}
@@ -498,18 +587,25 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--checkpoint", action="append", default=None, metavar="STEP:NAME", help="also save NAME at STEP"
     )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default auto)")
+    parser.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast (CUDA only)")
+    parser.add_argument("--data-workers", type=int, default=0, help="processes generating batches ahead")
+    parser.add_argument("--save-every", type=int, help="save a resumable checkpoint every N steps")
+    parser.add_argument("--run-dir", help="folder for resumable checkpoints (default: runs/<name>)")
+    parser.add_argument(
+        "--resume", metavar="DIR", help="continue the run saved in DIR from its last checkpoint"
+    )
     return parser.parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The preset with every option given on the command line applied."""
-    import dataclasses
 
     overrides: dict[str, Any] = {}
     for key in ("name", "seed", "steps", "batch_size", "lr", "layers", "hidden", "heads", "eval_every"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    for key in ("eval_per_hop", "max_minutes", "threads", "stop_after"):
+    for key in ("eval_per_hop", "max_minutes", "threads", "stop_after", "device", "bf16"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.heads is not None:
@@ -527,13 +623,60 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return dataclasses.replace(PRESETS[args.preset], **overrides)
 
 
+def resume_config(args: argparse.Namespace) -> TrainConfig:
+    """The config stored in `--resume DIR`, with only the per-sitting options of the command line applied."""
+
+    recipe = (
+        "preset",
+        "name",
+        "seed",
+        "steps",
+        "batch_size",
+        "lr",
+        "layers",
+        "hidden",
+        "heads",
+        "eval_every",
+    )
+    flags = (*recipe, "eval_per_hop", "checkpoint", "device", "bf16")
+    extra = [k for k in flags if getattr(args, k) is not None and (k != "preset" or args.preset != "default")]
+    if extra:
+        raise SystemExit(
+            f"debug train: --resume takes the recipe from its run folder; drop --{extra[0].replace('_', '-')}"
+        )
+    try:
+        config = load_run_config(args.resume)
+    except FileNotFoundError as err:
+        raise SystemExit(f"debug train: {err}") from None
+    # The limits of the sitting that stopped do not carry over; the thread count does unless given.
+    threads = args.threads if args.threads is not None else config.threads
+    return dataclasses.replace(
+        config, max_minutes=args.max_minutes, stop_after=args.stop_after, threads=threads
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`debug train`: train and save an embedded model; prints progress and the held-out accuracy by hop."""
     from debug.models import EMBEDDED_DIR
 
     args = _parse_args(list(sys.argv[1:] if argv is None else argv))
-    config = config_from_args(args)
+    if args.resume:
+        config = resume_config(args)
+        run_dir: Path | None = Path(args.resume)
+    else:
+        config = config_from_args(args)
+        run_dir = Path(args.run_dir or Path("runs") / config.name) if args.save_every else None
     out_dir = Path(args.out_dir) if args.out_dir else EMBEDDED_DIR
-    result = train(config, out_dir)
+    try:
+        result = train(
+            config,
+            out_dir,
+            run_dir=run_dir,
+            save_every=args.save_every or 0,
+            resume=bool(args.resume),
+            data_workers=args.data_workers,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"debug train: {err}") from None
     print(json.dumps({"saved": {k: str(v) for k, v in result.saved.items()}, **_short(result.final_eval)}))
     return 0

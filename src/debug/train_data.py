@@ -1,0 +1,151 @@
+"""The training-data stream of `debug.train`: seeded program plans, encoding, and a background producer.
+
+A batch is made in two parts. The *plan* (which data source, which program length, which 48-bit program
+seed) is drawn from the run's one `random.Random`, in order, in the main process: it is cheap, and drawing it
+there keeps the stream a pure function of the seed whatever the number of workers. *Building* the batch
+(generating the programs from their seeds and tokenizing them) is the slow, pure-Python part; with
+`workers > 0` it runs in worker processes ahead of the training loop, and the batches come back in plan
+order, so `workers=N` gives exactly the batches of `workers=0`.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from debug.programs import Program, as_program
+
+#: One program's plan: (index into the mix, program length, program seed).
+Plan = tuple[int, int, int]
+
+
+def plan_programs(mix: Sequence[Any], rng: random.Random, n: int) -> list[Plan]:
+    """Draw the plans of `n` training programs from `rng` (the order of draws is part of every recipe)."""
+    weights = [s.weight for s in mix]
+    plans = []
+    for index in rng.choices(range(len(mix)), weights=weights, k=n):
+        lens = mix[index].seq_lens
+        seq_len = lens[int(rng.random() * len(lens))]
+        plans.append((index, seq_len, rng.getrandbits(48)))
+    return plans
+
+
+def build_programs(mix: Sequence[Any], plans: Sequence[Plan]) -> list[Program]:
+    """The programs that `plans` describe, each from its own `random.Random(seed)`."""
+    from debug.generators import GENERATORS
+
+    out = []
+    for index, seq_len, seed in plans:
+        source = mix[index]
+        out.append(as_program(GENERATORS[source.generator](seq_len, random.Random(seed), **source.knobs)))
+    return out
+
+
+def encode_lists(programs: Sequence[Program], tokenizer: Any) -> tuple[list[list[int]], list[list[int]]]:
+    """Unpadded `text + answer + <eos>` id rows and their labels (-100 outside the answer and eos)."""
+    rows, labels = [], []
+    for p in programs:
+        prompt = tokenizer(p.text, add_special_tokens=False)["input_ids"]
+        answer = tokenizer(str(p.answer), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append(prompt + answer)
+        labels.append([-100] * len(prompt) + answer)
+    return rows, labels
+
+
+def pad_batch(rows: list[list[int]], labels: list[list[int]], pad: int) -> dict[str, Any]:
+    """Right-pad id rows into `input_ids`, `attention_mask` and `labels` tensors."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    lab = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
+
+
+# Per-worker globals, set once by `_init_worker` so each task ships only its plans.
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(mix: Sequence[Any]) -> None:
+    from debug.tokenizer import build_char_tokenizer
+
+    _WORKER["mix"] = mix
+    _WORKER["tokenizer"] = build_char_tokenizer()
+
+
+def _build_lists(plans: Sequence[Plan]) -> tuple[list[list[int]], list[list[int]]]:
+    # Plain lists cross the process boundary: workers never touch torch (no OpenMP state after fork).
+    return encode_lists(build_programs(_WORKER["mix"], plans), _WORKER["tokenizer"])
+
+
+class BatchStream:
+    """Encoded training batches in a fixed order, optionally built ahead by worker processes.
+
+    Args:
+        mix: The run's data sources (`TrainConfig.mix`).
+        rng: The run's data rng; the stream draws every plan from it, in order.
+        batch_size: Programs per batch.
+        tokenizer: The char tokenizer (used in-process when `workers == 0`).
+        workers: Worker processes building batches ahead (0: build each batch when asked).
+        prefetch: Batches kept in flight per worker.
+    """
+
+    def __init__(
+        self,
+        mix: Sequence[Any],
+        rng: random.Random,
+        batch_size: int,
+        tokenizer: Any,
+        workers: int = 0,
+        prefetch: int = 4,
+    ) -> None:
+        if workers < 0:
+            raise ValueError(f"data workers must be >= 0 (0 builds batches in-process); got {workers}")
+        self.mix, self.rng, self.batch_size, self.tokenizer = tuple(mix), rng, batch_size, tokenizer
+        self.depth = workers * prefetch
+        # (rng state before this batch's plan, pending result) for batches drawn but not yet consumed.
+        self._pending: collections.deque[tuple[Any, Any]] = collections.deque()
+        self._pool = None
+        if workers:
+            # fork: workers start in milliseconds and inherit the imported modules; they run pure Python.
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self._pool = ctx.Pool(workers, initializer=_init_worker, initargs=(self.mix,))
+
+    def rng_state(self) -> Any:
+        """The data rng's state right after the last batch handed out (what a resume must restore)."""
+        return self._pending[0][0] if self._pending else self.rng.getstate()
+
+    def _submit(self) -> None:
+        state = self.rng.getstate()
+        plans = plan_programs(self.mix, self.rng, self.batch_size)
+        assert self._pool is not None
+        self._pending.append((state, self._pool.apply_async(_build_lists, (plans,))))
+
+    def next(self) -> dict[str, Any]:
+        """The next batch of the stream as padded tensors."""
+        if self._pool is None:
+            programs = build_programs(self.mix, plan_programs(self.mix, self.rng, self.batch_size))
+            rows, labels = encode_lists(programs, self.tokenizer)
+        else:
+            while len(self._pending) < self.depth:
+                self._submit()
+            rows, labels = self._pending.popleft()[1].get()
+        return pad_batch(rows, labels, self.tokenizer.pad_token_id)
+
+    def close(self) -> None:
+        """Stop the workers (batches still in flight are dropped; `rng_state` stays valid)."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> BatchStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
