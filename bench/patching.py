@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from debug import DEFAULT_MODEL
 from debug.architectures import get_path, resolve_architecture
 from debug.causal_inputs import prepare_inputs
 
 # The per-cell loop reuses the engine's own counterfactual cache, so only the patching strategy differs.
 from debug.causal_tracing import _cache, _forward_kwargs, auto_batch_size, sweep
-from debug.models import LoadedModel
+from debug.models import LoadedModel, load
 from debug.seeds import binding_pair
 from debug.tokenizer import build_char_tokenizer
 
@@ -48,50 +49,22 @@ def _sync(device: torch.device) -> None:
 def qwen3_06b_shape(dtype: torch.dtype, device: str) -> LoadedModel:
     """Qwen3-0.6B's decoder shape (28 layers, d1024, 16 heads, 8 KV heads, head_dim 128, MLP 3072), random
     weights, with the char tokenizer (the vocabulary size does not matter with logits_to_keep=1)."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from debug.train import build_decoder
 
     tok = build_char_tokenizer()
-    config = Qwen3Config(
-        vocab_size=len(tok),
-        hidden_size=1024,
-        intermediate_size=3072,
-        num_hidden_layers=28,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=128,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        pad_token_id=tok.pad_token_id,
-    )
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen3ForCausalLM(config).to(dtype).eval()
-    return LoadedModel(model, tok, "random Qwen3-0.6B shape", "random")
-
-
-def embedded_or_tiny(device: str, dtype: torch.dtype) -> LoadedModel:
-    """The embedded default model, another embedded model, or (none shipped yet) a tiny random Qwen3."""
-    from debug import DEFAULT_MODEL
-    from debug.models import EMBEDDED, load
-
-    for model_id in [DEFAULT_MODEL, *sorted(EMBEDDED)]:
-        if model_id in EMBEDDED:
-            return load(model_id, device=device, dtype=dtype)
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    tok = build_char_tokenizer()
-    config = Qwen3Config(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        head_dim=16,
-    )
-    torch.manual_seed(0)
-    model = Qwen3ForCausalLM(config).to(device=device, dtype=dtype).eval()
-    return LoadedModel(model, tok, "tiny random Qwen3 (no embedded model found)", "random")
+        model = build_decoder(
+            tok,
+            layers=28,
+            hidden=1024,
+            heads=16,
+            kv_heads=8,
+            intermediate=3072,
+            head_dim=128,
+            max_positions=1024,
+        )
+    return LoadedModel(model.to(dtype).eval(), tok, "random Qwen3-0.6B shape", "random")
 
 
 def per_cell_loop(loaded: LoadedModel, pair: Any, cells: list[tuple[int, int]]) -> tuple[float, np.ndarray]:
@@ -234,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, args.dtype or ("float32" if args.device == "cpu" else "bfloat16"))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
 
-    rows = [bench_one(embedded_or_tiny(args.device, torch.float32), args, big=False)]
+    rows = [bench_one(load(DEFAULT_MODEL, device=args.device, dtype=torch.float32), args, big=False)]
     print(tabulate(rows, headers="keys"), flush=True)
     if not args.skip_big:
         rows.append(bench_one(qwen3_06b_shape(dtype, args.device), args, big=True))

@@ -209,28 +209,13 @@ def collect(target: int) -> None:
 
 def _save_model(folder: Path, layers: int, hidden: int, seed: int) -> Path:
     import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from debug.tokenizer import build_char_tokenizer
+    from debug.train import build_decoder
 
     tokenizer = build_char_tokenizer()
     torch.manual_seed(seed)
-    heads = max(1, hidden // 32)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=hidden * 4,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        head_dim=hidden // heads,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    Qwen3ForCausalLM(config).save_pretrained(folder)
+    build_decoder(tokenizer, layers=layers, hidden=hidden, heads=max(1, hidden // 32)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

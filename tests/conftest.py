@@ -16,28 +16,15 @@ torch.set_num_threads(int(os.environ.get("DEBUG_TEST_THREADS", "1")))
 
 
 def _save_tiny(model_dir: Path, arch: str) -> Path:
-    from transformers import GPT2Config, GPT2LMHeadModel, Qwen3Config, Qwen3ForCausalLM
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     from debug.tokenizer import build_char_tokenizer
+    from debug.train import build_decoder
 
     tokenizer = build_char_tokenizer()
     torch.manual_seed(0)
     if arch == "qwen3":
-        config = Qwen3Config(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=512,
-            tie_word_embeddings=True,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        model = Qwen3ForCausalLM(config)
+        model = build_decoder(tokenizer, layers=2, hidden=32, heads=4, kv_heads=2, intermediate=64)
     elif arch == "gpt2":
         config = GPT2Config(
             vocab_size=len(tokenizer),

@@ -112,12 +112,12 @@ def test_default_recipe_is_small_enough() -> None:
 @pytest.mark.skipif("embedded:binder-early" not in models.EMBEDDED, reason="embedded model not trained yet")
 def test_training_eval_agrees_with_greedy_scoring() -> None:
     from debug import prompts
-    from debug.scoring import score_programs
-    from debug.train import answer_correct, eval_programs
+    from debug.scoring import score_programs, teacher_forced_correct
+    from debug.train import eval_programs
 
     loaded = models.load("embedded:binder-early")
     programs = eval_programs(10)
-    teacher_forced = answer_correct(loaded.model, loaded.tokenizer, programs)
+    teacher_forced = teacher_forced_correct(loaded.model, loaded.tokenizer, programs)
     greedy = [s.correct for s in score_programs(loaded, programs, prompts.VARIABLE_BINDING)]
     assert teacher_forced == greedy
     assert 0 < sum(greedy) < len(greedy)  # a mix of right and wrong, so the comparison can fail

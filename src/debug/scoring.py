@@ -23,7 +23,14 @@ from typing import Any
 from debug.decoding import decode_batch
 from debug.programs import Program, as_program, text_hash
 
-__all__ = ["Sample", "answer_continuation", "decode_batch", "render_prompt", "score_programs"]
+__all__ = [
+    "Sample",
+    "answer_continuation",
+    "decode_batch",
+    "render_prompt",
+    "score_programs",
+    "teacher_forced_correct",
+]
 
 #: Tokens allowed beyond the expected answer's own length when no `max_new_tokens` is given.
 ANSWER_MARGIN = 4
@@ -287,3 +294,39 @@ def _check_context(loaded: Any, jobs: list[_Job]) -> None:
                 "shorter programs (smaller seq_len), a shorter template or a model with a longer context "
                 "(prompts are never truncated)"
             )
+
+
+def teacher_forced_correct(model: Any, tokenizer: Any, programs: Sequence[Program]) -> list[bool]:
+    """Whether greedy decoding starts with each program's answer, read off one teacher-forced forward.
+
+    The prompt is the program text itself. Greedy decoding reproduces the answer exactly when the argmax at
+    every answer position is the answer token, so this is a greedy decode's correctness on the answer (what
+    follows it is not judged), at the cost of one forward per distinct length and no decoding loop. Programs
+    of equal token length share a forward, so no padding (and no position-id care) is needed. Used where only
+    right/wrong matters: training evaluation and robust-seed search.
+    """
+    import torch
+
+    rows = []
+    for program in programs:
+        prompt = list(tokenizer(program.text)["input_ids"])
+        whole = list(tokenizer(program.text + str(program.answer))["input_ids"])
+        # A BPE tokenizer may merge the answer into the prompt's last token; then score the answer alone.
+        answer = whole[len(prompt) :] if whole[: len(prompt)] == prompt else None
+        rows.append(
+            (prompt, answer or list(tokenizer(str(program.answer), add_special_tokens=False)["input_ids"]))
+        )
+    correct = [False] * len(programs)
+    by_length: dict[int, list[int]] = {}
+    for i, (prompt, answer) in enumerate(rows):
+        by_length.setdefault(len(prompt) + len(answer), []).append(i)
+    device = model.get_input_embeddings().weight.device
+    with torch.no_grad():
+        for indices in by_length.values():
+            ids = torch.tensor([rows[i][0] + rows[i][1] for i in indices], device=device)
+            predicted = model(input_ids=ids).logits.argmax(-1).cpu()
+            for row, i in enumerate(indices):
+                prompt, answer = rows[i]
+                start = len(prompt) - 1
+                correct[i] = predicted[row, start : start + len(answer)].tolist() == answer
+    return correct

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from debug.programs import Program
 
@@ -36,33 +35,13 @@ def binding_pair(seq_len: int, num_hops: int, seed: int, tokenizer: Any = None) 
 
 
 def answers_correctly(loaded: Any, programs: Sequence[Program]) -> list[bool]:
-    """Whether greedy decoding starts with each program's answer (teacher-forced, one forward per length).
+    """Whether greedy decoding starts with each program's answer (`debug.scoring.teacher_forced_correct`).
 
     The prompt is the program text itself, as in `debug.causal_tracing.sweep`.
     """
-    model, tokenizer = loaded.model, loaded.tokenizer
-    device = model.get_input_embeddings().weight.device
-    rows = []
-    for program in programs:
-        prompt = list(tokenizer(program.text)["input_ids"])
-        whole = list(tokenizer(program.text + str(program.answer))["input_ids"])
-        answer = whole[len(prompt) :] if whole[: len(prompt)] == prompt else None
-        rows.append(
-            (prompt, answer or list(tokenizer(str(program.answer), add_special_tokens=False)["input_ids"]))
-        )
-    correct = [False] * len(programs)
-    by_length: dict[int, list[int]] = {}
-    for i, (prompt, answer) in enumerate(rows):
-        by_length.setdefault(len(prompt) + len(answer), []).append(i)
-    with torch.no_grad():
-        for indices in by_length.values():  # equal lengths: no padding, so positions need no care
-            ids = torch.tensor([rows[i][0] + rows[i][1] for i in indices], device=device)
-            predicted = model(input_ids=ids).logits.argmax(-1).cpu()
-            for row, i in enumerate(indices):
-                prompt, answer = rows[i]
-                start = len(prompt) - 1
-                correct[i] = predicted[row, start : start + len(answer)].tolist() == answer
-    return correct
+    from debug.scoring import teacher_forced_correct
+
+    return teacher_forced_correct(loaded.model, loaded.tokenizer, programs)
 
 
 def find_robust_seeds(

@@ -146,25 +146,53 @@ class TrainResult:
     saved: dict[str, Path]
 
 
-def build_model(config: TrainConfig, tokenizer: Any) -> Any:
-    """A freshly initialised Qwen3ForCausalLM for `config` (seeded by the caller)."""
+def build_decoder(
+    tokenizer: Any,
+    *,
+    layers: int,
+    hidden: int,
+    heads: int,
+    kv_heads: int | None = None,
+    intermediate: int | None = None,
+    head_dim: int | None = None,
+    max_positions: int = 512,
+) -> Any:
+    """A freshly initialised Qwen3ForCausalLM over `tokenizer` (seeded by the caller).
+
+    The one place a Qwen3-style decoder is configured: the embedded models, the tests' tiny models and the
+    benches' random models all come from here. Defaults: `kv_heads = heads`, `intermediate = 4 * hidden`,
+    `head_dim = hidden // heads`; embeddings are tied.
+    """
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     model_config = Qwen3Config(
         vocab_size=len(tokenizer),
-        hidden_size=config.hidden,
-        intermediate_size=config.intermediate,
-        num_hidden_layers=config.layers,
-        num_attention_heads=config.heads,
-        num_key_value_heads=config.kv_heads,
-        head_dim=config.hidden // config.heads,
-        max_position_embeddings=config.max_positions,
+        hidden_size=hidden,
+        intermediate_size=intermediate or 4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads or heads,
+        head_dim=head_dim or hidden // heads,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
     return Qwen3ForCausalLM(model_config)
+
+
+def build_model(config: TrainConfig, tokenizer: Any) -> Any:
+    """A freshly initialised embedded-model decoder for `config` (seeded by the caller)."""
+    return build_decoder(
+        tokenizer,
+        layers=config.layers,
+        hidden=config.hidden,
+        heads=config.heads,
+        kv_heads=config.kv_heads,
+        intermediate=config.intermediate,
+        max_positions=config.max_positions,
+    )
 
 
 def sample_programs(config: TrainConfig, rng: random.Random, n: int) -> list[Program]:
@@ -195,34 +223,13 @@ def eval_programs(per_hop: int) -> list[Program]:
     return out
 
 
-def answer_correct(model: Any, tokenizer: Any, programs: Sequence[Program], batch: int = 200) -> list[bool]:
-    """Greedy exact match of the answer characters, read teacher-forced in one forward per batch.
-
-    Greedy decoding reproduces the answer exactly when the argmax at each answer position is the answer token,
-    so this equals a greedy decode's correctness on the answer (what follows it is not judged).
-    """
-    import torch
-
-    out: list[bool] = []
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(programs), batch):
-            chunk = programs[start : start + batch]
-            enc = {k: v.to(model.device) for k, v in encode(chunk, tokenizer).items()}
-            logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-            pred = logits[:, :-1].argmax(-1)
-            target = enc["labels"][:, 1:]
-            judged = (target != -100) & (target != tokenizer.eos_token_id)
-            ok = ((pred == target) | ~judged).all(-1)
-            out += [bool(x) for x in ok]
-    return out
-
-
 def evaluate(model: Any, tokenizer: Any, programs: Sequence[Program]) -> dict[str, Any]:
     """Held-out accuracy overall and by hop, with heuristic baselines on the same programs."""
     from debug.baselines import heuristic_baselines
+    from debug.scoring import teacher_forced_correct
 
-    correct = answer_correct(model, tokenizer, programs)
+    model.eval()
+    correct = teacher_forced_correct(model, tokenizer, programs)
     by_hop: dict[str, Any] = {}
     for hops in sorted({p.metadata["hops"] for p in programs}):
         idx = [i for i, p in enumerate(programs) if p.metadata["hops"] == hops]

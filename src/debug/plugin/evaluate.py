@@ -91,14 +91,6 @@ def _as_mapping(sample: Any) -> dict[str, Any]:
     return {}
 
 
-def _field(fields: dict[str, Any], *names: str, default: Any = None) -> Any:
-    for name in names:
-        value = fields.get(name)
-        if value is not None:
-            return value
-    return default
-
-
 def sample_record(sample: Any, program: Any, case: Case, loaded: Any, case_id: str = "") -> dict[str, Any]:
     """One samples.jsonl line: program, prompt and answers, hashes for pairing, model identity.
 
@@ -108,11 +100,11 @@ def sample_record(sample: Any, program: Any, case: Case, loaded: Any, case_id: s
     from debug.plugin.fixture import jsonable
 
     fields = _as_mapping(sample)
-    predicted = _field(fields, "predicted_answer", "prediction")
+    predicted = fields.get("predicted_answer")
     parsed = fields.get("parsed")
     if not isinstance(parsed, bool):
         parsed = predicted is not None
-    logprob = fields.get("answer_logprob", fields.get("logprob"))
+    logprob = fields.get("answer_logprob")
     return {
         "case": case_id,
         "program_hash": fields.get("program_hash") or program.hash,
@@ -124,7 +116,7 @@ def sample_record(sample: Any, program: Any, case: Case, loaded: Any, case_id: s
         "program": program.text,
         "prompt": fields.get("prompt"),
         "expected": jsonable(program.answer),
-        "output": str(_field(fields, "raw_output", "output", default="")),
+        "output": str(fields.get("raw_output") or ""),
         "predicted": jsonable(predicted),
         "parsed": parsed,
         "correct": bool(fields.get("correct", False)),
