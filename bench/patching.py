@@ -158,7 +158,8 @@ def bench_one(loaded: LoadedModel, args: argparse.Namespace, *, big: bool) -> di
     t_prefix = float(np.median(prefixed))
     prefix_diff = float(np.abs(reused.logit_diff - result.logit_diff).max())
 
-    sample_size = min(len(cells), args.per_cell_sample if on_cpu else len(cells))
+    sample = args.per_cell_sample or (24 if on_cpu else len(cells))
+    sample_size = min(len(cells), sample)
     picks = np.random.default_rng(0).choice(len(cells), size=sample_size, replace=False)
     sample = [cells[i] for i in sorted(picks)]
     t_cells, per_cell_ld = per_cell_loop(loaded, pair, sample)
@@ -200,7 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-hops", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=None, help="rows per forward (default automatic)")
-    parser.add_argument("--per-cell-sample", type=int, default=24, help="per-cell cells timed on CPU")
+    parser.add_argument(
+        "--per-cell-sample",
+        type=int,
+        default=None,
+        help="cells the per-cell loop times, extrapolated to all (default: 24 on CPU, all on GPU)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved sweep/brute repeats (median)")
     parser.add_argument("--skip-big", action="store_true", help="only the embedded model")
     args = parser.parse_args(argv)
@@ -223,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cpu":
         print(
             "CPU run: the Qwen3-0.6B shape uses a 4-line program and every 9th layer, the per-cell loop a "
-            f"sample of {args.per_cell_sample} cells extrapolated to all; a CPU is compute-bound, so the "
-            "per-cell overhead the batching removes is small there — the 100x goal is a GPU figure."
+            f"sample of {args.per_cell_sample or 24} cells extrapolated to all; a CPU is compute-bound, so "
+            "the per-cell overhead the batching removes is small there — the 100x goal is a GPU figure."
         )
     return 0
 

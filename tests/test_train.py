@@ -70,7 +70,6 @@ def test_saved_checkpoints_load_as_models(tmp_path: Path) -> None:
     loaded = models.load(str(result.saved["tiny"]))
     assert loaded.fingerprint == models.folder_fingerprint(result.saved["tiny"])
     assert loaded.fingerprint != models.folder_fingerprint(result.saved["tiny-early"])
-    models.unload(str(result.saved["tiny"]))
 
 
 def test_cli_trains_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -255,3 +254,55 @@ def test_progress_lines_report_accuracy_by_hop_and_throughput() -> None:
     assert [line.split(":")[0] for line in evals] == ["eval step 2", "eval step 4"]
     assert all(f'"hop{h}"' in line and "copy_line_1" in line for line in evals for h in range(1, 5))
     assert any(line.startswith("step 4/4") and line.endswith("steps/s") for line in lines)
+
+
+class _AlwaysSays(torch.nn.Module):
+    """A stand-in decoder whose greedy next token is always `token_id` (to test `evaluate`'s bookkeeping)."""
+
+    def __init__(self, token_id: int, vocab: int) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, 2)
+        self.token_id, self.vocab = token_id, vocab
+
+    def get_input_embeddings(self) -> torch.nn.Embedding:
+        return self.embed
+
+    def forward(self, input_ids: torch.Tensor):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        logits[..., self.token_id] = 1.0
+        return type("Output", (), {"logits": logits})()
+
+
+def test_evaluate_measures_agreement_with_the_copy_heuristics() -> None:
+    from debug.baselines import predict_copy_last_constant, predict_copy_line_1
+    from debug.tokenizer import build_char_tokenizer
+    from debug.train import eval_programs, evaluate
+
+    tokenizer = build_char_tokenizer()
+    programs = eval_programs(25)
+    three = tokenizer.convert_tokens_to_ids("3")
+    result = evaluate(_AlwaysSays(three, len(tokenizer)), tokenizer, programs)
+    # A model that always answers 3 agrees with a heuristic exactly where the heuristic guesses 3.
+    for name, predict in (
+        ("copy_line_1", predict_copy_line_1),
+        ("copy_last_constant", predict_copy_last_constant),
+    ):
+        expected = sum(predict(p) == 3 for p in programs) / len(programs)
+        assert result["agreement"][name] == expected
+    assert result["accuracy"] == sum(p.answer == 3 for p in programs) / len(programs)
+    assert 0 < result["agreement"]["copy_line_1"] < 1  # a mix, so the comparison could fail
+    by_hop = result["by_hop"]["2"]
+    hop2 = [p for p in programs if p.metadata["hops"] == 2]
+    assert by_hop["agreement"]["copy_line_1"] == sum(predict_copy_line_1(p) == 3 for p in hop2) / len(hop2)
+
+
+def test_line_targets_recipe_trains_and_is_recorded(tmp_path: Path) -> None:
+    import json
+
+    config = dataclasses.replace(TINY, line_targets=True, eval_every=6)
+    result = train(config, tmp_path, log=lambda _: None)
+    assert result.history[0]["step"] == 6 and "agree_copy_line_1" in result.history[0]
+    record = json.loads((result.saved["tiny"] / "training_history.json").read_text())
+    assert record["step"] == TINY.steps and record["config"]["line_targets"] is True
+    assert record["history"] == result.history
+    assert "--line-targets" in (result.saved["tiny"] / "MODEL_CARD.md").read_text()

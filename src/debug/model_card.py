@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from debug.train import EVAL_BASE_SEED, PRESETS, TrainConfig
+from debug.train_report import HISTORY_FILE
 
 
 def save_embedded(
@@ -37,6 +38,9 @@ def save_embedded(
     if stray.exists():
         stray.unlink()
     (folder / "MODEL_CARD.md").write_text(model_card(name, config, step, seconds, evaluation, history))
+    # What `debug train-report` reads: this checkpoint's step and the run's evaluations up to it.
+    record = {"name": name, "step": step, "seconds": round(seconds, 1), "config": asdict(config)}
+    (folder / HISTORY_FILE).write_text(json.dumps(record | {"history": history}, indent=1))
     return folder
 
 
@@ -74,6 +78,8 @@ def reproduce_command(config: TrainConfig, step: int) -> str:
         args.append(f"--device {config.device}")
     if config.bf16:
         args.append("--bf16")
+    if config.line_targets and not base.line_targets:
+        args.append("--line-targets")
     if config.threads:
         args.append(f"--threads {config.threads}")  # the thread count changes float summation order
     for ck_step, ck_name in config.checkpoints:

@@ -29,6 +29,7 @@ __all__ = [
     "decode_batch",
     "render_prompt",
     "score_programs",
+    "teacher_forced",
     "teacher_forced_correct",
 ]
 
@@ -305,6 +306,17 @@ def teacher_forced_correct(model: Any, tokenizer: Any, programs: Sequence[Progra
     of equal token length share a forward, so no padding (and no position-id care) is needed. Used where only
     right/wrong matters: training evaluation and robust-seed search.
     """
+    return [pred == answer for pred, answer in teacher_forced(model, tokenizer, programs)]
+
+
+def teacher_forced(
+    model: Any, tokenizer: Any, programs: Sequence[Program]
+) -> list[tuple[list[int], list[int]]]:
+    """(argmax ids at the answer positions, answer ids) per program, from teacher-forced forwards.
+
+    The first argmax id is the model's greedy first answer token whatever the answer; the later ones are
+    conditioned on the true answer's earlier tokens (see `teacher_forced_correct`).
+    """
     import torch
 
     rows = []
@@ -316,7 +328,7 @@ def teacher_forced_correct(model: Any, tokenizer: Any, programs: Sequence[Progra
         rows.append(
             (prompt, answer or list(tokenizer(str(program.answer), add_special_tokens=False)["input_ids"]))
         )
-    correct = [False] * len(programs)
+    out: list[tuple[list[int], list[int]]] = [([], [])] * len(programs)
     by_length: dict[int, list[int]] = {}
     for i, (prompt, answer) in enumerate(rows):
         by_length.setdefault(len(prompt) + len(answer), []).append(i)
@@ -328,5 +340,5 @@ def teacher_forced_correct(model: Any, tokenizer: Any, programs: Sequence[Progra
             for row, i in enumerate(indices):
                 prompt, answer = rows[i]
                 start = len(prompt) - 1
-                correct[i] = predicted[row, start : start + len(answer)].tolist() == answer
-    return correct
+                out[i] = (predicted[row, start : start + len(answer)].tolist(), answer)
+    return out

@@ -70,8 +70,11 @@ class TrainConfig:
         lr: Peak AdamW learning rate (linear warmup, then cosine decay to 10%).
         warmup: Warmup steps.
         weight_decay: AdamW weight decay.
-        layers, hidden, heads, kv_heads, intermediate, max_positions: Qwen3 architecture.
+        layers, hidden, heads, kv_heads, intermediate, max_positions: Qwen3 architecture (intermediate None:
+            4 * hidden).
         mix: Training data sources.
+        line_targets: Also train the output at every assignment line's newline on the value the line's
+            variable holds there (`debug.train_data.encode_lists`): dense targets for every hop.
         eval_per_hop: Held-out 16-line programs per hop count (1..4) for evaluation.
         eval_every: Evaluate every this many steps (0: only at the end).
         checkpoints: Extra embedded models to save mid-run, as (step, name) pairs.
@@ -95,9 +98,10 @@ class TrainConfig:
     hidden: int = 64
     heads: int = 4
     kv_heads: int = 4
-    intermediate: int = 256
+    intermediate: int | None = None
     max_positions: int = 512
     mix: tuple[DataSource, ...] = DEFAULT_MIX
+    line_targets: bool = False
     eval_per_hop: int = 100
     eval_every: int = 500
     checkpoints: tuple[tuple[int, str], ...] = ((300, "binder-early"),)
@@ -204,9 +208,10 @@ def sample_programs(config: TrainConfig, rng: random.Random, n: int) -> list[Pro
     return build_programs(config.mix, plan_programs(config.mix, rng, n))
 
 
-def encode(programs: Sequence[Program], tokenizer: Any) -> dict[str, Any]:
-    """Right-padded `text + answer + <eos>` ids with labels on the answer and eos only (-100 elsewhere)."""
-    return pad_batch(*encode_lists(programs, tokenizer), tokenizer.pad_token_id)
+def encode(programs: Sequence[Program], tokenizer: Any, line_targets: bool = False) -> dict[str, Any]:
+    """Right-padded `text + answer + <eos>` ids with labels on the answer and eos (and, with `line_targets`,
+    on every assignment line's value); -100 elsewhere."""
+    return pad_batch(*encode_lists(programs, tokenizer, line_targets), tokenizer.pad_token_id)
 
 
 def eval_programs(per_hop: int) -> list[Program]:
@@ -224,27 +229,41 @@ def eval_programs(per_hop: int) -> list[Program]:
 
 
 def evaluate(model: Any, tokenizer: Any, programs: Sequence[Program]) -> dict[str, Any]:
-    """Held-out accuracy overall and by hop, with heuristic baselines on the same programs."""
-    from debug.baselines import heuristic_baselines
-    from debug.scoring import teacher_forced_correct
+    """Held-out accuracy overall and by hop, with heuristic baselines and the model's agreement with them.
+
+    `agreement` is the share of programs where the model's greedy first answer token is the first token of
+    the heuristic's guess, whether or not that guess is right: a model in the copying phase agrees with a
+    copy heuristic far beyond that heuristic's accuracy, a model that dereferences only where it is right.
+    """
+    from debug.baselines import heuristic_baselines, predict_copy_last_constant, predict_copy_line_1
+    from debug.scoring import teacher_forced
 
     model.eval()
-    correct = teacher_forced_correct(model, tokenizer, programs)
-    by_hop: dict[str, Any] = {}
-    for hops in sorted({p.metadata["hops"] for p in programs}):
-        idx = [i for i, p in enumerate(programs) if p.metadata["hops"] == hops]
+    forced = teacher_forced(model, tokenizer, programs)
+    correct = [pred == answer for pred, answer in forced]
+    heuristics = {"copy_line_1": predict_copy_line_1, "copy_last_constant": predict_copy_last_constant}
+    agrees: dict[str, list[bool]] = {}
+    for name, predict in heuristics.items():
+        agrees[name] = []
+        for program, (pred, _) in zip(programs, forced, strict=True):
+            guess = predict(program)
+            ids = tokenizer(str(guess), add_special_tokens=False)["input_ids"] if guess is not None else []
+            agrees[name].append(bool(ids) and pred[:1] == ids[:1])
+
+    def summary(idx: list[int]) -> dict[str, Any]:
         group = [programs[i] for i in idx]
-        by_hop[str(hops)] = {
+        return {
             "n": len(idx),
             "accuracy": sum(correct[i] for i in idx) / len(idx),
             "baselines": heuristic_baselines(group),
+            "agreement": {name: sum(a[i] for i in idx) / len(idx) for name, a in agrees.items()},
         }
-    return {
-        "n": len(programs),
-        "accuracy": sum(correct) / len(correct),
-        "baselines": heuristic_baselines(programs),
-        "by_hop": by_hop,
+
+    by_hop = {
+        str(hops): summary([i for i, p in enumerate(programs) if p.metadata["hops"] == hops])
+        for hops in sorted({p.metadata["hops"] for p in programs})
     }
+    return summary(list(range(len(programs)))) | {"by_hop": by_hop}
 
 
 def _lr_factor(step: int, config: TrainConfig) -> float:
@@ -312,13 +331,31 @@ def train(
         raise ValueError("bf16 autocast is for CUDA only; drop --bf16 or use --device cuda")
     if config.threads:
         torch.set_num_threads(config.threads)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision(
+            "high"
+        )  # TF32 matmuls: the GPU recipe's speed, part of its numerics
     tokenizer = build_char_tokenizer()
     data_rng = random.Random(config.seed)
     # The stream starts its workers here, before the model touches CUDA: forked workers stay CPU-only.
-    with BatchStream(config.mix, data_rng, config.batch_size, tokenizer, workers=data_workers) as stream:
+    stream = BatchStream(
+        config.mix,
+        data_rng,
+        config.batch_size,
+        tokenizer,
+        workers=data_workers,
+        line_targets=config.line_targets,
+    )
+    with stream:
         torch.manual_seed(config.seed)
         model = build_model(config, tokenizer).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        # fused on CUDA: one kernel per step, not one per parameter group (a tiny model is launch-bound).
+        optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            fused=device.type == "cuda",
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
         held_out = eval_programs(config.eval_per_hop)
         history: list[dict[str, Any]] = []
@@ -412,7 +449,8 @@ def train(
 
     wall = before + time.monotonic() - start
     final = evaluate(model, tokenizer, held_out)
-    history.append({"step": step, "seconds": round(wall, 1), **_short(final)})
+    if not history or history[-1]["step"] != step:  # unless the last scheduled eval was this very step
+        history.append({"step": step, "seconds": round(wall, 1), **_short(final)})
     if out_dir is not None:
         saved[config.name] = save_embedded(
             model, tokenizer, Path(out_dir), config.name, config, step, wall, final, history
@@ -433,9 +471,12 @@ def _baseline_line(result: dict[str, Any]) -> str:
 
 
 def _short(result: dict[str, Any]) -> dict[str, Any]:
-    return {"accuracy": round(result["accuracy"], 4)} | {
-        f"hop{h}": round(v["accuracy"], 4) for h, v in result["by_hop"].items()
-    }
+    # One history row: accuracy by hop and the agreement with each copy heuristic (the phase signal).
+    return (
+        {"accuracy": round(result["accuracy"], 4)}
+        | {f"hop{h}": round(v["accuracy"], 4) for h, v in result["by_hop"].items()}
+        | {f"agree_{k}": round(v, 4) for k, v in result["agreement"].items()}
+    )
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -454,6 +495,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--layers", type=int)
     parser.add_argument("--hidden", type=int)
     parser.add_argument("--heads", type=int)
+    parser.add_argument(
+        "--line-targets", action="store_true", default=None, help="also train every line's value (dense)"
+    )
     parser.add_argument("--eval-every", type=int)
     parser.add_argument("--eval-per-hop", type=int)
     parser.add_argument("--max-minutes", type=float)
@@ -480,7 +524,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for key in ("name", "seed", "steps", "batch_size", "lr", "layers", "hidden", "heads", "eval_every"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    for key in ("eval_per_hop", "max_minutes", "threads", "stop_after", "device", "bf16"):
+    for key in ("eval_per_hop", "max_minutes", "threads", "stop_after", "device", "bf16", "line_targets"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.heads is not None:
@@ -513,7 +557,7 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
         "heads",
         "eval_every",
     )
-    flags = (*recipe, "eval_per_hop", "checkpoint", "device", "bf16")
+    flags = (*recipe, "eval_per_hop", "checkpoint", "device", "bf16", "line_targets")
     extra = [k for k in flags if getattr(args, k) is not None and (k != "preset" or args.preset != "default")]
     if extra:
         raise SystemExit(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import multiprocessing
 import random
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,14 +45,63 @@ def build_programs(mix: Sequence[Any], plans: Sequence[Plan]) -> list[Program]:
     return out
 
 
-def encode_lists(programs: Sequence[Program], tokenizer: Any) -> tuple[list[list[int]], list[list[int]]]:
-    """Unpadded `text + answer + <eos>` id rows and their labels (-100 outside the answer and eos)."""
+#: One assignment line of a binding program: `name = literal` or `name = name`.
+_ASSIGNMENT = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*(-?\d+|[A-Za-z_]\w*)\s*$")
+
+
+def line_values(text: str) -> list[tuple[int, str]]:
+    """(newline offset, value) for every assignment line whose variable holds a known value after it.
+
+    The program is run line by line the way Python would (a name takes the value its right-hand side holds
+    at that point); lines of any other shape are skipped and leave the values alone.
+    """
+    values: dict[str, str] = {}
+    out = []
+    offset = 0
+    for line in text.split("\n"):
+        end = offset + len(line)  # the offset of this line's newline
+        match = _ASSIGNMENT.match(line)
+        if match and end < len(text):
+            name, rhs = match.groups()
+            value = rhs if rhs[0].isdigit() or rhs[0] == "-" else values.get(rhs)
+            if value is None:
+                values.pop(name, None)
+            else:
+                values[name] = value
+                out.append((end, value))
+        offset = end + 1
+    return out
+
+
+def encode_lists(
+    programs: Sequence[Program], tokenizer: Any, line_targets: bool = False
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Unpadded `text + answer + <eos>` id rows and their labels (-100 outside the answer and eos).
+
+    With `line_targets`, the output at every assignment line's newline is also trained to give (the first
+    token of) the value that line's variable holds there (`line_values`). The model never emits text at
+    those positions when answering, so the prompt format is unchanged; the targets hand it every
+    intermediate hop of every chain in the program instead of one final answer.
+    """
+    # One batched tokenizer call per list: the per-call overhead, not the characters, is what costs.
+    prompts = tokenizer([p.text for p in programs], add_special_tokens=False)
+    answers = tokenizer([str(p.answer) for p in programs], add_special_tokens=False)["input_ids"]
+    first_token: dict[str, int] = {}  # value text -> its first token id
     rows, labels = [], []
-    for p in programs:
-        prompt = tokenizer(p.text, add_special_tokens=False)["input_ids"]
-        answer = tokenizer(str(p.answer), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    for i, p in enumerate(programs):
+        prompt = prompts["input_ids"][i]
+        answer = answers[i] + [tokenizer.eos_token_id]
+        label = [-100] * len(prompt) + answer
+        if line_targets:
+            for offset, value in line_values(p.text):
+                token = prompts.char_to_token(i, offset)
+                # The label at i + 1 is what the output at i is scored against (labels are shifted).
+                if token is not None and token + 1 < len(prompt):
+                    if value not in first_token:
+                        first_token[value] = tokenizer(value, add_special_tokens=False)["input_ids"][0]
+                    label[token + 1] = first_token[value]
         rows.append(prompt + answer)
-        labels.append([-100] * len(prompt) + answer)
+        labels.append(label)
     return rows, labels
 
 
@@ -70,16 +120,18 @@ def pad_batch(rows: list[list[int]], labels: list[list[int]], pad: int) -> dict[
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(mix: Sequence[Any]) -> None:
+def _init_worker(mix: Sequence[Any], line_targets: bool) -> None:
     from debug.tokenizer import build_char_tokenizer
 
     _WORKER["mix"] = mix
+    _WORKER["line_targets"] = line_targets
     _WORKER["tokenizer"] = build_char_tokenizer()
 
 
 def _build_lists(plans: Sequence[Plan]) -> tuple[list[list[int]], list[list[int]]]:
     # Plain lists cross the process boundary: workers never touch torch (no OpenMP state after fork).
-    return encode_lists(build_programs(_WORKER["mix"], plans), _WORKER["tokenizer"])
+    programs = build_programs(_WORKER["mix"], plans)
+    return encode_lists(programs, _WORKER["tokenizer"], _WORKER["line_targets"])
 
 
 class BatchStream:
@@ -92,6 +144,7 @@ class BatchStream:
         tokenizer: The char tokenizer (used in-process when `workers == 0`).
         workers: Worker processes building batches ahead (0: build each batch when asked).
         prefetch: Batches kept in flight per worker.
+        line_targets: Also label every assignment line's value (see `encode_lists`).
     """
 
     def __init__(
@@ -102,11 +155,13 @@ class BatchStream:
         tokenizer: Any,
         workers: int = 0,
         prefetch: int = 4,
+        line_targets: bool = False,
     ) -> None:
         if workers < 0:
             raise ValueError(f"data workers must be >= 0 (0 builds batches in-process); got {workers}")
         self.mix, self.rng, self.batch_size, self.tokenizer = tuple(mix), rng, batch_size, tokenizer
         self.depth = workers * prefetch
+        self.line_targets = line_targets
         # (rng state before this batch's plan, pending result) for batches drawn but not yet consumed.
         self._pending: collections.deque[tuple[Any, Any]] = collections.deque()
         self._pool = None
@@ -114,7 +169,7 @@ class BatchStream:
             # fork: workers start in milliseconds and inherit the imported modules; they run pure Python.
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            self._pool = ctx.Pool(workers, initializer=_init_worker, initargs=(self.mix,))
+            self._pool = ctx.Pool(workers, initializer=_init_worker, initargs=(self.mix, line_targets))
 
     def rng_state(self) -> Any:
         """The data rng's state right after the last batch handed out (what a resume must restore)."""
@@ -130,7 +185,7 @@ class BatchStream:
         """The next batch of the stream as padded tensors."""
         if self._pool is None:
             programs = build_programs(self.mix, plan_programs(self.mix, self.rng, self.batch_size))
-            rows, labels = encode_lists(programs, self.tokenizer)
+            rows, labels = encode_lists(programs, self.tokenizer, self.line_targets)
         else:
             while len(self._pending) < self.depth:
                 self._submit()

@@ -1,0 +1,240 @@
+"""The training-dynamics report: how a binder's behaviour and mechanism change across one run's checkpoints.
+
+`debug train-report` (CLI) or `training_report(models, out_dir)` (Python) reads checkpoints saved by
+`debug train` (embedded names or folders) and writes `train_report.html` (self-contained) and
+`train_report.json` with:
+
+- the run's evaluation history (every `eval_every` steps, from the last checkpoint's
+  `training_history.json`): held-out accuracy by hop, and the model's *agreement* with the copy heuristics
+  (how often its answer is the one `copy_line_1` / `copy_last_constant` would give, right or wrong). A
+  copying phase shows as high agreement with accuracy near the heuristic's; dereferencing shows as accuracy
+  rising while agreement falls to the heuristic's own accuracy.
+- per checkpoint, the same numbers re-measured now, and a residual-stream patching sweep averaged over binding
+  pairs (the chain root's constant changed): the normalized effect per layer at the right-hand side of each
+  chain line ("ref depth k"), the query variable and the final token. Where in depth and position the value
+  travels can then be compared between phases.
+
+The sweeps use `debug.causal_tracing.sweep`; the evaluation uses `debug.train.evaluate` on the held-out set of
+`debug.train.eval_programs`, so the numbers are the ones the model card reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: The file `debug train` writes next to every saved checkpoint (step, config and the run's history so far).
+HISTORY_FILE = "training_history.json"
+
+
+def read_history(folder: str | Path) -> dict[str, Any]:
+    """The `training_history.json` of a saved checkpoint folder.
+
+    Raises:
+        FileNotFoundError: When the folder was not written by `debug train` (one-line message).
+    """
+    path = Path(folder) / HISTORY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train-report takes checkpoints saved by `debug train`")
+    return json.loads(path.read_text())
+
+
+def default_checkpoints() -> list[str]:
+    """The default model and the checkpoints its run saved, as embedded names in step order."""
+    from debug import DEFAULT_MODEL
+    from debug.models import EMBEDDED
+
+    run = read_history(EMBEDDED[DEFAULT_MODEL])
+    saved = [f"embedded:{ck_name}" for _, ck_name in run["config"]["checkpoints"]]
+    return [model_id for model_id in saved if model_id in EMBEDDED] + [DEFAULT_MODEL]
+
+
+def _folder(model_id: str) -> Path:
+    from debug.models import EMBEDDED
+
+    if model_id.startswith("embedded:"):
+        if model_id not in EMBEDDED:
+            raise FileNotFoundError(f"no embedded model {model_id!r}; choose one of {', '.join(EMBEDDED)}")
+        return EMBEDDED[model_id]
+    return Path(model_id)
+
+
+def binding_pairs(tokenizer: Any, count: int, num_hops: int, seq_len: int = 16) -> list[tuple[Any, Any]]:
+    """`count` (original, counterfactual) binding pairs from seeds 0, 1, ... (skipping seeds with none)."""
+    from debug.seeds import binding_pair
+
+    pairs, seed = [], 0
+    while len(pairs) < count and seed < 50 * count:
+        with contextlib.suppress(ValueError):  # no counterfactual of equal token length for this seed
+            pairs.append(binding_pair(seq_len, num_hops, seed, tokenizer))
+        seed += 1
+    return pairs
+
+
+def measure_checkpoint(model_id: str, *, per_hop: int, pairs: int, num_hops: int) -> dict[str, Any]:
+    """Step, held-out evaluation and the averaged residual-stream sweep of one checkpoint."""
+    from debug.causal_experiment_runner import aggregate_by_target
+    from debug.causal_tracing import sweep
+    from debug.models import load
+    from debug.train import eval_programs, evaluate
+
+    history = read_history(_folder(model_id))
+    loaded = load(model_id, device="cpu")
+    evaluation = evaluate(loaded.model, loaded.tokenizer, eval_programs(per_hop))
+    sweeps = [
+        sweep(loaded, original, counterfactual)
+        for original, counterfactual in binding_pairs(loaded.tokenizer, pairs, num_hops)
+    ]
+    return {
+        "model": model_id,
+        "step": history["step"],
+        "evaluation": evaluation,
+        "patching": aggregate_by_target(sweeps),
+    }
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def plot_history(history: Sequence[dict[str, Any]], marks: Sequence[int]) -> str:
+    """Accuracy by hop and heuristic agreement against step (base64 PNG); checkpoints drawn as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [row["step"] for row in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
+    hops = sorted(k for k in history[0] if k.startswith("hop"))
+    for key in ["accuracy", *hops]:
+        left.plot(steps, [row[key] for row in history], lw=2 if key == "accuracy" else 1, label=key)
+    for key in (k for k in history[0] if k.startswith("agree_")):
+        right.plot(steps, [row[key] for row in history], label=key.removeprefix("agree_"))
+    right.plot(steps, [row["accuracy"] for row in history], color="0.4", ls="--", lw=1, label="accuracy")
+    for ax, title in ((left, "held-out accuracy by hop"), (right, "agreement with the copy heuristics")):
+        for step in marks:
+            ax.axvline(step, color="0.75", lw=0.8)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_patching(checkpoints: Sequence[dict[str, Any]]) -> str:
+    """One panel per checkpoint: mean normalized effect per layer at each chain target (base64 PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from debug.causal_visualization import _target_order
+
+    fig, axes = plt.subplots(1, len(checkpoints), figsize=(3.6 * len(checkpoints), 3.4), squeeze=False)
+    for ax, ck in zip(axes[0], checkpoints, strict=True):
+        aggregate = ck["patching"]
+        labels = aggregate["layer_labels"]
+        for label, entry in sorted(aggregate["by_target"].items(), key=lambda kv: _target_order(kv[0])):
+            values = [float("nan") if v is None else v for v in entry["normalized"]]
+            ax.plot(range(len(labels)), values, marker="o", ms=3, label=label)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_title(f"step {ck['step']} (acc {ck['evaluation']['accuracy']:.2f})", fontsize=9)
+        ax.set_xlabel("layer patched")
+    axes[0][0].set_ylabel("normalized effect")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def training_report(
+    models: Sequence[str],
+    out_dir: str | Path,
+    *,
+    per_hop: int = 100,
+    pairs: int = 8,
+    num_hops: int = 3,
+    log: Any = print,
+) -> Path:
+    """Measure every checkpoint in `models` and write `train_report.html` / `.json` under `out_dir`.
+
+    Args:
+        models: Checkpoints of one run (`embedded:<name>` or folders), any order; sorted by step.
+        out_dir: Where the report goes (created).
+        per_hop: Held-out programs per hop count for the re-evaluation.
+        pairs: Binding pairs averaged in each checkpoint's patching sweep.
+        num_hops: Query depth of those pairs (16-line programs).
+        log: Progress lines go here.
+
+    Returns:
+        The path of `train_report.html`.
+    """
+    import jinja2
+
+    if not models:
+        raise ValueError("train-report needs at least one checkpoint (embedded:<name> or a folder)")
+    measured = []
+    for model_id in models:
+        log(f"measuring {model_id}")
+        measured.append(measure_checkpoint(model_id, per_hop=per_hop, pairs=pairs, num_hops=num_hops))
+    measured.sort(key=lambda ck: ck["step"])
+    last = read_history(_folder(measured[-1]["model"]))
+    history = last["history"]
+    document = {
+        "config": last["config"],
+        "history": history,
+        "checkpoints": measured,
+        "pairs": {"count": pairs, "num_hops": num_hops, "seq_len": 16},
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_report.json").write_text(json.dumps(document, indent=1))
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("debug", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    html = env.get_template("train_report.html.j2").render(
+        doc=document,
+        history_png=plot_history(history, [ck["step"] for ck in measured]) if history else None,
+        patching_png=plot_patching(measured),
+    )
+    path = out / "train_report.html"
+    path.write_text(html)
+    log(f"wrote {path}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`debug train-report`: the dynamics report of the default model's run (or of the checkpoints given)."""
+    parser = argparse.ArgumentParser(
+        prog="debug train-report", description="Training dynamics across the checkpoints of one run."
+    )
+    parser.add_argument(
+        "models", nargs="*", help="checkpoints (embedded:<name> or folders; default: the default model's run)"
+    )
+    parser.add_argument("--out-dir", default="reports/train", help="output folder (default reports/train)")
+    parser.add_argument("--per-hop", type=int, default=100, help="held-out programs per hop (default 100)")
+    parser.add_argument("--pairs", type=int, default=8, help="binding pairs per patching sweep (default 8)")
+    parser.add_argument("--num-hops", type=int, default=3, help="query depth of those pairs (default 3)")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        models = args.models or default_checkpoints()
+        training_report(models, args.out_dir, per_hop=args.per_hop, pairs=args.pairs, num_hops=args.num_hops)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"debug train-report: {err}") from None
+    return 0

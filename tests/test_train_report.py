@@ -1,0 +1,61 @@
+"""Tests for debug.train_report on a tiny run's checkpoints (seconds)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from debug import models
+from debug.train import PRESETS, train
+from debug.train_report import default_checkpoints, main, training_report
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    config = dataclasses.replace(PRESETS["tiny"], eval_every=4, checkpoints=((4, "tiny-early"),))
+    return train(config, tmp_path_factory.mktemp("run"), log=lambda _: None).saved
+
+
+def test_report_orders_checkpoints_and_carries_history_and_sweeps(tiny_run, tmp_path: Path) -> None:
+    lines: list[str] = []
+    path = training_report(
+        [str(tiny_run["tiny"]), str(tiny_run["tiny-early"])],
+        tmp_path,
+        per_hop=3,
+        pairs=2,
+        num_hops=2,
+        log=lines.append,
+    )
+    doc = json.loads((tmp_path / "train_report.json").read_text())
+    assert [ck["step"] for ck in doc["checkpoints"]] == [4, PRESETS["tiny"].steps]
+    assert [row["step"] for row in doc["history"]] == [4, 8, 12]
+    for ck in doc["checkpoints"]:
+        assert ck["evaluation"]["n"] == 12 and set(ck["evaluation"]["agreement"]) == {
+            "copy_line_1",
+            "copy_last_constant",
+        }
+        patching = ck["patching"]
+        assert patching["num_programs"] == 2
+        assert {"ref depth 1", "ref depth 2", "query", "final"} <= set(patching["by_target"])
+        assert len(patching["by_target"]["query"]["normalized"]) == len(patching["layer_labels"])
+    html = path.read_text()
+    assert html.count("data:image/png;base64,") == 2
+    assert str(tiny_run["tiny-early"]) in html
+    for name in tiny_run.values():
+        models.unload(str(name))
+
+
+def test_cli_names_the_fix_for_a_folder_train_did_not_write(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SystemExit, match="training_history.json not found.*debug train"):
+        main([str(tmp_path), "--out-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_is_the_default_models_run() -> None:
+    if "embedded:binder" not in models.EMBEDDED:
+        pytest.skip("embedded model not trained yet")
+    assert default_checkpoints() == ["embedded:binder-early", "embedded:binder"]
