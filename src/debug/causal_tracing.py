@@ -279,8 +279,9 @@ def sweep(
         reuse_prefix: Order cells by position and run each chunk only from its first patched position on,
             over the unpatched run's key/value cache of the tokens before it (same results, less work:
             a patch at position p cannot change earlier positions). It trades one large batch for
-            about 8 smaller ones with less work per row, which pays on CPUs (about 2x there) and is
-            unmeasured on GPUs; None (default) turns it on for models on the CPU whose cache allows it.
+            about 8 smaller ones with less work per row, which pays on CPUs (about 2x there) and not on
+            GPUs (1.3x slower than the one-pass sweep on an H200, `bench/patching.py`); None (default)
+            turns it on for models on the CPU whose cache allows it.
 
     Returns:
         A `SweepResult` with `[layers, positions]` arrays (`[layers, positions, heads]` for heads).

@@ -144,8 +144,12 @@ def plot_patching(checkpoints: Sequence[dict[str, Any]]) -> str:
 
     from debug.causal_visualization import _target_order
 
-    fig, axes = plt.subplots(1, len(checkpoints), figsize=(3.6 * len(checkpoints), 3.4), squeeze=False)
-    for ax, ck in zip(axes[0], checkpoints, strict=True):
+    cols = min(4, len(checkpoints))
+    rows = -(-len(checkpoints) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(checkpoints) :]:
+        ax.set_visible(False)
+    for ax, ck in zip(axes.flat, checkpoints, strict=False):
         aggregate = ck["patching"]
         labels = aggregate["layer_labels"]
         for label, entry in sorted(aggregate["by_target"].items(), key=lambda kv: _target_order(kv[0])):
@@ -155,8 +159,9 @@ def plot_patching(checkpoints: Sequence[dict[str, Any]]) -> str:
         ax.set_xticks(range(len(labels)), labels, fontsize=7)
         ax.set_title(f"step {ck['step']} (acc {ck['evaluation']['accuracy']:.2f})", fontsize=9)
         ax.set_xlabel("layer patched")
-    axes[0][0].set_ylabel("normalized effect")
-    axes[0][-1].legend(fontsize=7)
+    for row in axes:
+        row[0].set_ylabel("normalized effect")
+    axes.flat[len(checkpoints) - 1].legend(fontsize=7)
     fig.tight_layout()
     return _png(fig)
 
