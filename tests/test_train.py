@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from debug import models
-from debug.train import PRESETS, TrainConfig, build_model, encode, main, sample_programs, train
+from debug.train import PRESETS, TrainConfig, build_model, encode, sample_programs, train
+from debug.train_cli import main
 
 TINY = PRESETS["tiny"]
 

@@ -10,7 +10,7 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("debug.train", "train an embedded model from a fixed seed"),
+    "train": ("debug.train_cli", "train an embedded model from a fixed seed"),
     "train-report": ("debug.train_report", "training dynamics across the checkpoints of one run"),
     "seeds": ("debug.seeds", "find seeds whose original and counterfactual the model answers correctly"),
     "patch": ("debug.causal_experiment_runner", "run and plot one full layer x token patching sweep"),

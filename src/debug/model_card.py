@@ -57,29 +57,18 @@ def _hardware(device: str = "cpu") -> str:
 
 def reproduce_command(config: TrainConfig, step: int) -> str:
     """The `debug train` command that replays `config` up to `step` (same data, schedule and weights)."""
+    from debug.train_cli import SWITCHES, VALUE_FLAGS
+
     base = PRESETS["default"]
     args = ["debug train"]
-    flags = (
-        "name",
-        "seed",
-        "steps",
-        "batch_size",
-        "lr",
-        "layers",
-        "hidden",
-        "heads",
-        "eval_every",
-        "eval_per_hop",
-    )
-    for key in flags:
+    for key in VALUE_FLAGS:
         if getattr(config, key) != getattr(base, key):
             args.append(f"--{key.replace('_', '-')} {getattr(config, key)}")
     if config.device != base.device:
         args.append(f"--device {config.device}")
-    if config.bf16:
-        args.append("--bf16")
-    if config.line_targets and not base.line_targets:
-        args.append("--line-targets")
+    args += [
+        f"--{key.replace('_', '-')}" for key in SWITCHES if getattr(config, key) and not getattr(base, key)
+    ]
     if config.threads:
         args.append(f"--threads {config.threads}")  # the thread count changes float summation order
     for ck_step, ck_name in config.checkpoints:

@@ -1,10 +1,11 @@
 """Train the embedded models: a small Qwen3-style decoder on this project's variable-binding programs.
 
-`debug train` (CLI) and `train(TrainConfig(...))` (Python) build a `Qwen3ForCausalLM` over the char tokenizer
-(`debug.tokenizer.build_char_tokenizer`) from a fixed seed and train it on raw programs: the model reads the
-program text, which ends in the query `#q:`, and the loss covers only the answer characters and the `<eos>`
-after them (the program itself is random and carries nothing to learn). Every training program is drawn from a
-seeded `random.Random`, so the same config gives the same weights on the same machine and thread count.
+`debug train` (CLI, in `debug.train_cli`) and `train(TrainConfig(...))` (Python) build a `Qwen3ForCausalLM`
+over the char tokenizer (`debug.tokenizer.build_char_tokenizer`) from a fixed seed and train it on raw
+programs: the model reads the program text, which ends in the query `#q:`, and the loss covers the answer
+characters and the `<eos>` after them (the program text itself is random and carries nothing to learn), plus,
+with `line_targets`, the value each line's variable holds at that line's end. Every training program is drawn
+from a seeded `random.Random`, so the same config gives the same weights on the same machine and thread count.
 
 Accuracy is measured on held-out 16-line paper-style programs (an eval seed namespace the training stream
 never uses), by hop count, next to the heuristic baselines. A model is saved as an embedded model folder
@@ -14,12 +15,10 @@ never uses), by hop count, next to the heuristic baselines. A model is saved as 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -421,8 +420,8 @@ def train(
                 )
             if config.eval_every and step % config.eval_every == 0:
                 result = evaluate(model, tokenizer, held_out)
-                history.append({"step": step, "seconds": round(elapsed, 1), **_short(result)})
-                log(f"eval step {step}: {json.dumps(_short(result))} {_baseline_line(result)}")
+                history.append({"step": step, "seconds": round(elapsed, 1), **short_eval(result)})
+                log(f"eval step {step}: {json.dumps(short_eval(result))} {_baseline_line(result)}")
             if step in checkpoints and out_dir is not None:
                 ck_eval = evaluate(model, tokenizer, held_out)
                 saved[checkpoints[step]] = save_embedded(
@@ -450,7 +449,7 @@ def train(
     wall = before + time.monotonic() - start
     final = evaluate(model, tokenizer, held_out)
     if not history or history[-1]["step"] != step:  # unless the last scheduled eval was this very step
-        history.append({"step": step, "seconds": round(wall, 1), **_short(final)})
+        history.append({"step": step, "seconds": round(wall, 1), **short_eval(final)})
     if out_dir is not None:
         saved[config.name] = save_embedded(
             model, tokenizer, Path(out_dir), config.name, config, step, wall, final, history
@@ -470,132 +469,10 @@ def _baseline_line(result: dict[str, Any]) -> str:
     return f"(copy_line_1 {b['copy_line_1']:.3f}, copy_last_constant {b['copy_last_constant']:.3f})"
 
 
-def _short(result: dict[str, Any]) -> dict[str, Any]:
-    # One history row: accuracy by hop and the agreement with each copy heuristic (the phase signal).
+def short_eval(result: dict[str, Any]) -> dict[str, Any]:
+    """One history row: accuracy by hop and the agreement with each copy heuristic (the phase signal)."""
     return (
         {"accuracy": round(result["accuracy"], 4)}
         | {f"hop{h}": round(v["accuracy"], 4) for h, v in result["by_hop"].items()}
         | {f"agree_{k}": round(v, 4) for k, v in result["agreement"].items()}
     )
-
-
-def _parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="debug train", description="Train an embedded model from a fixed seed."
-    )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="default", help="base configuration")
-    parser.add_argument("--name", help="embedded model name for the final weights")
-    parser.add_argument(
-        "--out-dir", default=None, help="folder receiving <name>/ (default: the package's embedded/)"
-    )
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--layers", type=int)
-    parser.add_argument("--hidden", type=int)
-    parser.add_argument("--heads", type=int)
-    parser.add_argument(
-        "--line-targets", action="store_true", default=None, help="also train every line's value (dense)"
-    )
-    parser.add_argument("--eval-every", type=int)
-    parser.add_argument("--eval-per-hop", type=int)
-    parser.add_argument("--max-minutes", type=float)
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--stop-after", type=int, help="stop at this step, schedule still over --steps")
-    parser.add_argument(
-        "--checkpoint", action="append", default=None, metavar="STEP:NAME", help="also save NAME at STEP"
-    )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default auto)")
-    parser.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast (CUDA only)")
-    parser.add_argument("--data-workers", type=int, default=0, help="processes generating batches ahead")
-    parser.add_argument("--save-every", type=int, help="save a resumable checkpoint every N steps")
-    parser.add_argument("--run-dir", help="folder for resumable checkpoints (default: runs/<name>)")
-    parser.add_argument(
-        "--resume", metavar="DIR", help="continue the run saved in DIR from its last checkpoint"
-    )
-    return parser.parse_args(argv)
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The preset with every option given on the command line applied."""
-
-    overrides: dict[str, Any] = {}
-    for key in ("name", "seed", "steps", "batch_size", "lr", "layers", "hidden", "heads", "eval_every"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    for key in ("eval_per_hop", "max_minutes", "threads", "stop_after", "device", "bf16", "line_targets"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    if args.heads is not None:
-        overrides["kv_heads"] = args.heads
-    if args.checkpoint is not None:
-        pairs = []
-        for item in args.checkpoint:
-            step, _, name = item.partition(":")
-            if not step.isdigit() or not name:
-                raise SystemExit(
-                    f"debug train: --checkpoint takes STEP:NAME (e.g. 300:binder-early); got {item!r}"
-                )
-            pairs.append((int(step), name))
-        overrides["checkpoints"] = tuple(pairs)
-    return dataclasses.replace(PRESETS[args.preset], **overrides)
-
-
-def resume_config(args: argparse.Namespace) -> TrainConfig:
-    """The config stored in `--resume DIR`, with only the per-sitting options of the command line applied."""
-
-    recipe = (
-        "preset",
-        "name",
-        "seed",
-        "steps",
-        "batch_size",
-        "lr",
-        "layers",
-        "hidden",
-        "heads",
-        "eval_every",
-    )
-    flags = (*recipe, "eval_per_hop", "checkpoint", "device", "bf16", "line_targets")
-    extra = [k for k in flags if getattr(args, k) is not None and (k != "preset" or args.preset != "default")]
-    if extra:
-        raise SystemExit(
-            f"debug train: --resume takes the recipe from its run folder; drop --{extra[0].replace('_', '-')}"
-        )
-    try:
-        config = load_run_config(args.resume)
-    except FileNotFoundError as err:
-        raise SystemExit(f"debug train: {err}") from None
-    # The limits of the sitting that stopped do not carry over; the thread count does unless given.
-    threads = args.threads if args.threads is not None else config.threads
-    return dataclasses.replace(
-        config, max_minutes=args.max_minutes, stop_after=args.stop_after, threads=threads
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`debug train`: train and save an embedded model; prints progress and the held-out accuracy by hop."""
-    from debug.models import EMBEDDED_DIR
-
-    args = _parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.resume:
-        config = resume_config(args)
-        run_dir: Path | None = Path(args.resume)
-    else:
-        config = config_from_args(args)
-        run_dir = Path(args.run_dir or Path("runs") / config.name) if args.save_every else None
-    out_dir = Path(args.out_dir) if args.out_dir else EMBEDDED_DIR
-    try:
-        result = train(
-            config,
-            out_dir,
-            run_dir=run_dir,
-            save_every=args.save_every or 0,
-            resume=bool(args.resume),
-            data_workers=args.data_workers,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"debug train: {err}") from None
-    print(json.dumps({"saved": {k: str(v) for k, v in result.saved.items()}, **_short(result.final_eval)}))
-    return 0
