@@ -136,3 +136,39 @@ def test_report_in_a_real_browser(tmp_path: Path) -> None:
             browser.close()
     assert dialogs == []
     assert console_errors == []
+
+
+def test_training_report_in_a_real_browser(tmp_path: Path) -> None:
+    _need_browser()
+    import dataclasses
+
+    from playwright.sync_api import sync_playwright
+
+    from debug.train import PRESETS, train
+    from debug.train_report import training_report
+
+    # A checkpoint name with markup in it: it is shown in the table and must stay text.
+    config = dataclasses.replace(PRESETS["tiny"], eval_every=4, checkpoints=((4, "early<i>x</i>"),))
+    saved = train(config, tmp_path / "run", log=lambda _: None).saved
+    page_path = training_report(
+        [str(p) for p in saved.values()], tmp_path / "out", per_hop=2, pairs=2, num_hops=2, log=lambda _: None
+    )
+    console_errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: console_errors.append(str(e)))
+            page.goto(page_path.as_uri())
+            page.wait_for_load_state("load")
+            assert page.locator("#checkpoints tbody tr").count() == 2
+            assert page.evaluate(
+                "Array.from(document.images).length === 2 && "
+                "Array.from(document.images).every(i => i.complete && i.naturalWidth > 100)"
+            )
+            assert page.evaluate("document.querySelectorAll('i').length") == 0
+            assert "early<i>x</i>" in page.locator("#checkpoints").inner_text()
+        finally:
+            browser.close()
+    assert console_errors == []
