@@ -44,8 +44,6 @@ def test_report_orders_checkpoints_and_carries_history_and_sweeps(tiny_run, tmp_
     html = path.read_text()
     assert html.count("data:image/png;base64,") == 2
     assert str(tiny_run["tiny-early"]) in html
-    for name in tiny_run.values():
-        models.unload(str(name))
 
 
 def test_cli_names_the_fix_for_a_folder_train_did_not_write(tmp_path: Path) -> None:

@@ -82,16 +82,17 @@ def measure_checkpoint(model_id: str, *, per_hop: int, pairs: int, num_hops: int
     """Step, held-out evaluation and the averaged residual-stream sweep of one checkpoint."""
     from debug.causal_experiment_runner import aggregate_by_target
     from debug.causal_tracing import sweep
-    from debug.models import load
+    from debug.models import load, unload
     from debug.train import eval_programs, evaluate
 
     history = read_history(_folder(model_id))
-    loaded = load(model_id, device="cpu")
+    loaded = load(model_id)
     evaluation = evaluate(loaded.model, loaded.tokenizer, eval_programs(per_hop))
     sweeps = [
         sweep(loaded, original, counterfactual)
         for original, counterfactual in binding_pairs(loaded.tokenizer, pairs, num_hops)
     ]
+    unload(model_id)  # a run has many checkpoints; keep one in memory at a time
     return {
         "model": model_id,
         "step": history["step"],
