@@ -135,7 +135,9 @@ def plot_head_heatmaps(result: SweepResult, metric: str = "normalized", *, max_p
     return fig
 
 
-def plot_ref_depth_aggregate(aggregate: dict[str, Any], metric: str = "normalized") -> Any:
+def plot_ref_depth_aggregate(
+    aggregate: dict[str, Any], metric: str = "normalized", *, ax: Any = None, title: str | None = None
+) -> Any:
     """Effect per layer at each target label, averaged over programs (the `patch_results.json` aggregate).
 
     Args:
@@ -143,11 +145,17 @@ def plot_ref_depth_aggregate(aggregate: dict[str, Any], metric: str = "normalize
             "n": count};
             for head sweeps the per-layer values are lists over heads and the strongest head is drawn.
         metric: Which metric to draw.
+        ax: Draw into these axes (one panel of a larger figure) instead of a new figure.
+        title: The panel title (default: the site and model id).
+
+    Returns:
+        The figure drawn into.
     """
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 4.2))
     layers = aggregate["layer_labels"]
     for label, entry in sorted(aggregate["by_target"].items(), key=lambda kv: _target_order(kv[0])):
-        values = np.array(entry[metric], dtype=float)
+        values = np.array(entry[metric], dtype=float)  # None (undefined) becomes nan: a gap in the line
         if values.ndim == 2:
             values = values[
                 np.arange(len(values)), np.nanargmax(np.nan_to_num(np.abs(values), nan=-1.0), axis=1)
@@ -157,12 +165,11 @@ def plot_ref_depth_aggregate(aggregate: dict[str, Any], metric: str = "normalize
     ax.set_xticks(range(len(layers)), layers, fontsize=8)
     ax.set_xlabel("layer")
     ax.set_ylabel(METRIC_TITLES.get(metric, metric), fontsize=8)
-    ax.set_title(
-        f"{aggregate.get('site', '')}: mean over programs by ref depth\n{aggregate.get('model_id', '')}"
-    )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    default = f"{aggregate.get('site', '')}: mean over programs by ref depth\n{aggregate.get('model_id', '')}"
+    ax.set_title(default if title is None else title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.figure.tight_layout()
+    return ax.figure
 
 
 def _target_order(label: str) -> tuple[int, str]:

@@ -143,27 +143,16 @@ def plot_patching(checkpoints: Sequence[dict[str, Any]]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from debug.causal_visualization import _target_order
+    from debug.causal_visualization import plot_ref_depth_aggregate
 
     cols = min(4, len(checkpoints))
     rows = -(-len(checkpoints) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     for ax in axes.flat[len(checkpoints) :]:
         ax.set_visible(False)
     for ax, ck in zip(axes.flat, checkpoints, strict=False):
-        aggregate = ck["patching"]
-        labels = aggregate["layer_labels"]
-        for label, entry in sorted(aggregate["by_target"].items(), key=lambda kv: _target_order(kv[0])):
-            values = [float("nan") if v is None else v for v in entry["normalized"]]
-            ax.plot(range(len(labels)), values, marker="o", ms=3, label=label)
-        ax.axhline(0, color="0.6", lw=0.8)
-        ax.set_xticks(range(len(labels)), labels, fontsize=7)
-        ax.set_title(f"step {ck['step']} (acc {ck['evaluation']['accuracy']:.2f})", fontsize=9)
-        ax.set_xlabel("layer patched")
-    for row in axes:
-        row[0].set_ylabel("normalized effect")
-    axes.flat[len(checkpoints) - 1].legend(fontsize=7)
-    fig.tight_layout()
+        title = f"step {ck['step']} (accuracy {ck['evaluation']['accuracy']:.2f})"
+        plot_ref_depth_aggregate(ck["patching"], ax=ax, title=title)
     return _png(fig)
 
 
