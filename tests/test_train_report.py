@@ -46,10 +46,14 @@ def test_report_orders_checkpoints_and_carries_history_and_sweeps(tiny_run, tmp_
     assert str(tiny_run["tiny-early"]) in html
 
 
-def test_cli_names_the_fix_for_a_folder_train_did_not_write(tmp_path: Path) -> None:
+def test_cli_names_the_fix_for_a_folder_train_did_not_write(
+    tiny_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "config.json").write_text("{}")
+    # The good checkpoint comes first: the bad one still fails before any measuring starts.
     with pytest.raises(SystemExit, match="training_history.json not found.*debug train"):
-        main([str(tmp_path), "--out-dir", str(tmp_path / "out")])
+        main([str(tiny_run["tiny"]), str(tmp_path), "--out-dir", str(tmp_path / "out")])
+    assert "measuring" not in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
 
 

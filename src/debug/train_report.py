@@ -182,6 +182,8 @@ def training_report(
 
     if not models:
         raise ValueError("train-report needs at least one checkpoint (embedded:<name> or a folder)")
+    for model_id in models:
+        read_history(_folder(model_id))  # a bad name fails now, not after minutes of measuring the others
     measured = []
     for model_id in models:
         log(f"measuring {model_id}")
