@@ -1,6 +1,7 @@
 """The saved form of a trained embedded model: its folder and the model card generated from the run.
 
-`save_embedded` writes `config.json`, `model.safetensors`, the tokenizer files and `MODEL_CARD.md`; the card
+`save_embedded` writes `config.json`, `model.safetensors`, the tokenizer files, `MODEL_CARD.md` and
+`training_history.json` (the machine-readable record `debug train-report` reads); the card
 states the config, data mix, steps, seed, wall time, hardware, the held-out accuracy by hop beside the
 heuristic baselines, and the exact `debug train` command that replays the run.
 """
@@ -15,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from debug.train import EVAL_BASE_SEED, PRESETS, TrainConfig
-from debug.train_report import HISTORY_FILE
+
+#: Written next to every saved checkpoint: its step, the run's config and evaluations so far (read by
+#: `debug train-report`).
+HISTORY_FILE = "training_history.json"
 
 
 def save_embedded(

@@ -95,7 +95,7 @@ def encode_lists(
         if line_targets:
             for offset, value in line_values(p.text):
                 token = prompts.char_to_token(i, offset)
-                # The label at i + 1 is what the output at i is scored against (labels are shifted).
+                # Labels are shifted: the label at token + 1 scores the output at the newline itself.
                 if token is not None and token + 1 < len(prompt):
                     if value not in first_token:
                         first_token[value] = tokenizer(value, add_special_tokens=False)["input_ids"][0]

@@ -30,8 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-#: The file `debug train` writes next to every saved checkpoint (step, config and the run's history so far).
-HISTORY_FILE = "training_history.json"
+from debug.model_card import HISTORY_FILE
 
 
 def read_history(folder: str | Path) -> dict[str, Any]:
