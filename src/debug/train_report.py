@@ -121,10 +121,13 @@ def plot_history(history: Sequence[dict[str, Any]], marks: Sequence[int]) -> str
     hops = sorted(k for k in history[0] if k.startswith("hop"))
     for key in ["accuracy", *hops]:
         left.plot(steps, [row[key] for row in history], lw=2 if key == "accuracy" else 1, label=key)
-    for key in (k for k in history[0] if k.startswith("agree_")):
+    agree = [k for k in history[0] if k.startswith("agree_")]
+    for key in agree:
         right.plot(steps, [row[key] for row in history], label=key.removeprefix("agree_"))
     right.plot(steps, [row["accuracy"] for row in history], color="0.4", ls="--", lw=1, label="accuracy")
-    for ax, title in ((left, "held-out accuracy by hop"), (right, "agreement with the copy heuristics")):
+    # Runs saved before agreement was recorded have accuracy rows only; the checkpoint table still has it.
+    right_title = "agreement with the copy heuristics" if agree else "agreement: not recorded by this run"
+    for ax, title in ((left, "held-out accuracy by hop"), (right, right_title)):
         for step in marks:
             ax.axvline(step, color="0.75", lw=0.8)
         ax.set_ylim(0, 1.02)
