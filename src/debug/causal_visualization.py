@@ -178,6 +178,17 @@ def _target_order(label: str) -> tuple[int, str]:
     return ({"query": 1, "final": 2}.get(label, 3), label)
 
 
+def figure_base64(fig: Any, *, dpi: int | None = None) -> str:
+    """A figure as base64 PNG text (for pages that embed their images), closing the figure."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
 def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> Path:
     """Save a figure as PNG, create parent folders, close the figure, and return the path."""
     path = Path(path)

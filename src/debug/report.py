@@ -17,8 +17,6 @@ inline CSS, JS and PNG plots; all model and program text goes through jinja2's a
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import platform
 import subprocess
@@ -137,6 +135,8 @@ def accuracy_plots(cases: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    from debug.causal_visualization import figure_base64
+
     families: dict[str, dict[str, list[tuple[int, Mapping[str, Any]]]]] = {}
     baselines: dict[str, dict[str, dict[int, list[float]]]] = {}
     for case in cases:
@@ -184,10 +184,7 @@ def accuracy_plots(cases: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        plt.close(fig)
-        plots.append({"family": fam, "png": base64.b64encode(buffer.getvalue()).decode()})
+        plots.append({"family": fam, "png": figure_base64(fig)})
     return plots
 
 

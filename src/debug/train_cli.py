@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from debug.train import PRESETS, TrainConfig, load_run_config, short_eval, train
+from debug.train import PRESETS, RUNTIME_KEYS, TrainConfig, load_run_config, short_eval, train
 
 #: `TrainConfig` fields set by `--flag VALUE` (underscores become dashes on the command line).
 VALUE_FLAGS = (
@@ -31,8 +31,8 @@ VALUE_FLAGS = (
 )
 #: `TrainConfig` booleans set by a bare `--flag`.
 SWITCHES = ("bf16", "line_targets")
-#: Per-sitting fields (`debug.train.RUNTIME_KEYS` with a flag): a resumed sitting may set them.
-SITTING_FLAGS = ("max_minutes", "stop_after", "threads")
+#: Per-sitting fields with a flag (`log_every` has none): a resumed sitting may set them.
+SITTING_FLAGS = tuple(key for key in RUNTIME_KEYS if key != "log_every")
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:

@@ -21,15 +21,14 @@ The sweeps use `debug.causal_tracing.sweep`; the evaluation uses `debug.train.ev
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import io
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from debug.causal_visualization import figure_base64
 from debug.model_card import HISTORY_FILE
 
 
@@ -78,13 +77,12 @@ def binding_pairs(tokenizer: Any, count: int, num_hops: int, seq_len: int = 16) 
 
 
 def measure_checkpoint(model_id: str, *, per_hop: int, pairs: int, num_hops: int) -> dict[str, Any]:
-    """Step, held-out evaluation and the averaged residual-stream sweep of one checkpoint."""
+    """Held-out evaluation and the averaged residual-stream sweep of one checkpoint."""
     from debug.causal_experiment_runner import aggregate_by_target
     from debug.causal_tracing import sweep
     from debug.models import load, unload
     from debug.train import eval_programs, evaluate
 
-    history = read_history(_folder(model_id))
     loaded = load(model_id)
     evaluation = evaluate(loaded.model, loaded.tokenizer, eval_programs(per_hop))
     sweeps = [
@@ -94,19 +92,9 @@ def measure_checkpoint(model_id: str, *, per_hop: int, pairs: int, num_hops: int
     unload(model_id)  # a run has many checkpoints; keep one in memory at a time
     return {
         "model": model_id,
-        "step": history["step"],
         "evaluation": evaluation,
         "patching": aggregate_by_target(sweeps),
     }
-
-
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def plot_history(history: Sequence[dict[str, Any]], marks: Sequence[int]) -> str:
@@ -135,7 +123,7 @@ def plot_history(history: Sequence[dict[str, Any]], marks: Sequence[int]) -> str
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _png(fig)
+    return figure_base64(fig, dpi=110)
 
 
 def plot_patching(checkpoints: Sequence[dict[str, Any]]) -> str:
@@ -155,7 +143,7 @@ def plot_patching(checkpoints: Sequence[dict[str, Any]]) -> str:
     for ax, ck in zip(axes.flat, checkpoints, strict=False):
         title = f"step {ck['step']} (accuracy {ck['evaluation']['accuracy']:.2f})"
         plot_ref_depth_aggregate(ck["patching"], ax=ax, title=title)
-    return _png(fig)
+    return figure_base64(fig, dpi=110)
 
 
 def training_report(
@@ -184,14 +172,14 @@ def training_report(
 
     if not models:
         raise ValueError("train-report needs at least one checkpoint (embedded:<name> or a folder)")
-    for model_id in models:
-        read_history(_folder(model_id))  # a bad name fails now, not after minutes of measuring the others
+    # Read first, so a bad name fails now, not after minutes of measuring the others.
+    records = sorted(((read_history(_folder(m)), m) for m in models), key=lambda pair: pair[0]["step"])
     measured = []
-    for model_id in models:
+    for record, model_id in records:
         log(f"measuring {model_id}")
-        measured.append(measure_checkpoint(model_id, per_hop=per_hop, pairs=pairs, num_hops=num_hops))
-    measured.sort(key=lambda ck: ck["step"])
-    last = read_history(_folder(measured[-1]["model"]))
+        ck = measure_checkpoint(model_id, per_hop=per_hop, pairs=pairs, num_hops=num_hops)
+        measured.append({"step": record["step"], **ck})
+    last = records[-1][0]
     history = last["history"]
     document = {
         "config": last["config"],
