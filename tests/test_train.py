@@ -10,7 +10,17 @@ import pytest
 import torch
 
 from debug import models
-from debug.train import PRESETS, TrainConfig, build_model, encode, sample_programs, train
+from debug.train import (
+    PRESETS,
+    DataSource,
+    Stage,
+    TrainConfig,
+    build_model,
+    encode,
+    load_run_config,
+    sample_programs,
+    train,
+)
 from debug.train_cli import main
 
 TINY = PRESETS["tiny"]
@@ -164,7 +174,7 @@ def _interrupt_at(step: int):
 
 
 def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    from debug.train import load_run_config, resolve_device
+    from debug.train import resolve_device
 
     config = dataclasses.replace(TINY, log_every=1)
     full = _weights(train(config, log=lambda _: None).model)
@@ -184,6 +194,22 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path: Path) -
     assert not (tmp_path / "step-0000005").exists()
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_inside_a_curriculum_stage_equals_an_uninterrupted_run(tmp_path: Path, workers: int) -> None:
+    recall = (DataSource(seq_lens=(2,), knobs={"max_hops": 1, "p_constant": 1.0}),)
+    config = dataclasses.replace(TINY, log_every=1, curriculum=(Stage(4, recall),))
+    full = _weights(train(config, log=lambda _: None).model)
+    assert not all(
+        torch.equal(full[k], v) for k, v in _weights(train(TINY, log=lambda _: None).model).items()
+    )
+    with pytest.raises(_Interrupted):  # the last checkpoint is step 3's, one step before the stage ends
+        train(config, log=_interrupt_at(5), run_dir=tmp_path, save_every=3)
+    assert load_run_config(tmp_path).curriculum == config.curriculum
+    resumed = train(config, log=lambda _: None, run_dir=tmp_path, resume=True, data_workers=workers)
+    weights = _weights(resumed.model)
+    assert all(torch.equal(weights[k], full[k]) for k in full)
+
+
 def test_resume_refuses_a_different_recipe(tmp_path: Path) -> None:
     train(dataclasses.replace(TINY, stop_after=3), log=lambda _: None, run_dir=tmp_path, save_every=2)
     with pytest.raises(ValueError, match="differs"):
@@ -194,10 +220,10 @@ def test_resume_refuses_a_different_recipe(tmp_path: Path) -> None:
 
 def test_data_workers_give_the_batches_of_the_in_process_stream() -> None:
     from debug.tokenizer import build_char_tokenizer
-    from debug.train_data import BatchStream
+    from debug.train_data import BatchStream, Curriculum
 
     tokenizer = build_char_tokenizer()
-    streams = [BatchStream(TINY.mix, random.Random(7), 8, tokenizer, workers=n) for n in (0, 2)]
+    streams = [BatchStream(Curriculum(TINY.mix), random.Random(7), 8, tokenizer, workers=n) for n in (0, 2)]
     with streams[0] as inline, streams[1] as ahead:
         for _ in range(5):
             a, b = inline.next(), ahead.next()
@@ -205,7 +231,7 @@ def test_data_workers_give_the_batches_of_the_in_process_stream() -> None:
         # the workers ran ahead of the consumer; the resume state is still the one after batch 5
         assert ahead.rng_state() == inline.rng_state() != random.Random(7).getstate()
     expected = encode(sample_programs(TINY, random.Random(7), 8), tokenizer)  # the stream's first batch
-    with BatchStream(TINY.mix, random.Random(7), 8, tokenizer, workers=1) as again:
+    with BatchStream(Curriculum(TINY.mix), random.Random(7), 8, tokenizer, workers=1) as again:
         first = again.next()
     assert all(torch.equal(first[k], expected[k]) for k in expected)
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from debug.generators import make_variable_binding_program
 from debug.tokenizer import build_char_tokenizer
-from debug.train import PRESETS
-from debug.train_data import BatchStream, encode_lists, line_values
+from debug.train import PRESETS, DataSource, Stage
+from debug.train_data import BatchStream, Curriculum, encode_lists, line_values, plan_programs
 
 
 def _python_values(text: str) -> list[tuple[int, str]]:
@@ -64,10 +65,42 @@ def test_line_targets_label_each_newline_with_the_value_there() -> None:
 def test_workers_build_the_same_line_target_batches() -> None:
     tokenizer = build_char_tokenizer()
     mix = PRESETS["tiny"].mix
-    inline = BatchStream(mix, random.Random(5), 8, tokenizer, line_targets=True)
-    ahead = BatchStream(mix, random.Random(5), 8, tokenizer, workers=2, line_targets=True)
+    inline = BatchStream(Curriculum(mix), random.Random(5), 8, tokenizer, line_targets=True)
+    ahead = BatchStream(Curriculum(mix), random.Random(5), 8, tokenizer, workers=2, line_targets=True)
     with inline, ahead:
         for _ in range(3):
             a, b = inline.next(), ahead.next()
             assert all(torch.equal(a[k], b[k]) for k in a)
             assert (a["labels"] != -100).sum() > 2 * len(a["labels"])  # more than answer + eos per row
+
+
+def test_a_curriculum_draws_each_stage_from_its_own_mix_then_the_final_one() -> None:
+    recall = (DataSource(seq_lens=(2,), knobs={"max_hops": 1, "p_constant": 1.0}),)
+    short = (DataSource(seq_lens=(3, 4)), DataSource(seq_lens=(5,), knobs={"style": "spaced"}))
+    final = PRESETS["tiny"].mix
+    curriculum = Curriculum(final, (Stage(2, recall), Stage(3, short)))
+    assert [curriculum.stage(step) for step in range(1, 8)] == [0, 0, 1, 1, 1, 2, 2]
+    assert curriculum.sources == recall + short + final
+    rng = random.Random(1)
+    for step in range(1, 8):
+        mix = (recall, short, final)[curriculum.stage(step)]
+        for index, seq_len, _ in curriculum.plan(rng, 20, step):
+            assert curriculum.sources[index] in mix and seq_len in curriculum.sources[index].seq_lens
+    # Without stages the plans are plan_programs' own: recipes without a curriculum keep their data.
+    assert Curriculum(final).plan(random.Random(3), 9, 1) == plan_programs(final, random.Random(3), 9)
+    with pytest.raises(ValueError, match="steps >= 1"):
+        Curriculum(final, (Stage(0, recall),))
+
+
+def test_a_restored_stream_continues_where_the_first_one_stopped() -> None:
+    tokenizer = build_char_tokenizer()
+    curriculum = Curriculum(PRESETS["tiny"].mix, (Stage(2, (DataSource(seq_lens=(2,)),)),))
+    whole = BatchStream(curriculum, random.Random(4), 4, tokenizer)
+    batches = [whole.next() for _ in range(4)]
+    first = BatchStream(curriculum, random.Random(4), 4, tokenizer)
+    first.next()
+    second = BatchStream(curriculum, random.Random(99), 4, tokenizer)
+    second.restore(1, first.rng_state())
+    for expected in batches[1:]:
+        got = second.next()
+        assert all(torch.equal(got[k], expected[k]) for k in expected)

@@ -27,7 +27,14 @@ from typing import Any
 
 from debug.programs import Program
 from debug.train_checkpoint import load_resume_state, resolve_device, save_resume_state
-from debug.train_data import BatchStream, build_programs, encode_lists, pad_batch, plan_programs
+from debug.train_data import (
+    BatchStream,
+    Curriculum,
+    build_programs,
+    encode_lists,
+    pad_batch,
+    plan_programs,
+)
 
 #: Held-out programs are seeded from this base (the training stream draws 48-bit seeds from its own rng).
 EVAL_BASE_SEED = 987_654_321
@@ -48,6 +55,19 @@ class DataSource:
     seq_lens: tuple[int, ...] = (16,)
     weight: float = 1.0
     knobs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a training curriculum: `steps` optimizer steps on `mix` before the run moves on.
+
+    Attributes:
+        steps: How many steps the stage lasts.
+        mix: The data sources it draws from.
+    """
+
+    steps: int
+    mix: tuple[DataSource, ...]
 
 
 DEFAULT_MIX: tuple[DataSource, ...] = (
@@ -71,7 +91,9 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         layers, hidden, heads, kv_heads, intermediate, max_positions: Qwen3 architecture (intermediate None:
             4 * hidden).
-        mix: Training data sources.
+        mix: Training data sources (after the curriculum's stages, if any).
+        curriculum: Stages trained in order from step 1, each on its own mix, before `mix` takes over
+            (`debug.train_data.Curriculum`).
         line_targets: Also train the output at every assignment line's newline on the value the line's
             variable holds there (`debug.train_data.encode_lists`): dense targets for every hop.
         eval_per_hop: Held-out 16-line programs per hop count (1..4) for evaluation.
@@ -100,6 +122,7 @@ class TrainConfig:
     intermediate: int | None = None
     max_positions: int = 512
     mix: tuple[DataSource, ...] = DEFAULT_MIX
+    curriculum: tuple[Stage, ...] = ()
     line_targets: bool = False
     eval_per_hop: int = 100
     eval_every: int = 500
@@ -284,9 +307,14 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --resume takes a run folder written with --save-every")
     raw = json.loads(path.read_text())
-    raw["mix"] = tuple(DataSource(**{**m, "seq_lens": tuple(m["seq_lens"])}) for m in raw["mix"])
+    raw["mix"] = _sources(raw["mix"])
+    raw["curriculum"] = tuple(Stage(st["steps"], _sources(st["mix"])) for st in raw.get("curriculum", ()))
     raw["checkpoints"] = tuple(tuple(c) for c in raw["checkpoints"])
     return TrainConfig(**raw)
+
+
+def _sources(raw: list[dict[str, Any]]) -> tuple[DataSource, ...]:
+    return tuple(DataSource(**{**m, "seq_lens": tuple(m["seq_lens"])}) for m in raw)
 
 
 def train(
@@ -337,15 +365,15 @@ def train(
     tokenizer = build_char_tokenizer()
     data_rng = random.Random(config.seed)
     # The stream starts its workers here, before the model touches CUDA: forked workers stay CPU-only.
-    stream = BatchStream(
-        config.mix,
+    curriculum = Curriculum(config.mix, config.curriculum)
+    with BatchStream(
+        curriculum,
         data_rng,
         config.batch_size,
         tokenizer,
         workers=data_workers,
         line_targets=config.line_targets,
-    )
-    with stream:
+    ) as stream:
         torch.manual_seed(config.seed)
         model = build_model(config, tokenizer).to(device)
         # fused on CUDA: one kernel per step, not one per parameter group (a tiny model is launch-bound).
@@ -371,7 +399,7 @@ def train(
             state = load_resume_state(run_path, model)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            data_rng.setstate(state["data_rng"])
+            stream.restore(state["step"], state["data_rng"])
             torch.set_rng_state(state["torch_rng"])
             if state.get("cuda_rng") is not None and device.type == "cuda":
                 torch.cuda.set_rng_state(state["cuda_rng"])
@@ -401,6 +429,9 @@ def train(
             save_resume_state(run_path, model, state)
 
         for step in range(first, config.steps + 1):
+            if config.curriculum and (step == 1 or curriculum.stage(step) != curriculum.stage(step - 1)):
+                k = curriculum.stage(step)
+                log(f"step {step}: curriculum stage {k + 1} of {len(config.curriculum) + 1} begins")
             model.train()
             batch = {k: v.to(device, non_blocking=True) for k, v in stream.next().items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):

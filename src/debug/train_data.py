@@ -1,7 +1,8 @@
 """The training-data stream of `debug.train`: seeded program plans, encoding, and a background producer.
 
 A batch is made in two parts. The *plan* (which data source, which program length, which 48-bit program
-seed) is drawn from the run's one `random.Random`, in order, in the main process: it is cheap, and drawing it
+seed) is drawn from the run's one `random.Random`, in order, in the main process, from the mix that the
+`Curriculum` gives the batch's step: it is cheap, and drawing it
 there keeps the stream a pure function of the seed whatever the number of workers. *Building* the batch
 (generating the programs from their seeds and tokenizing them) is the slow, pure-Python part; with
 `workers > 0` it runs in worker processes ahead of the training loop, and the batches come back in plan
@@ -10,6 +11,7 @@ order, so `workers=N` gives exactly the batches of `workers=0`.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import multiprocessing
 import random
@@ -32,6 +34,43 @@ def plan_programs(mix: Sequence[Any], rng: random.Random, n: int) -> list[Plan]:
         seq_len = lens[int(rng.random() * len(lens))]
         plans.append((index, seq_len, rng.getrandbits(48)))
     return plans
+
+
+class Curriculum:
+    """Which data mix each training step draws from: each stage's mix for its steps, in order, then `mix`.
+
+    Plans index into `sources`, every stage's sources followed by the final mix's, so one flat tuple serves
+    the workers whatever the step. Without stages the plans are exactly `plan_programs(mix, ...)`'s: a run
+    with no curriculum draws the same data it always did.
+
+    Args:
+        mix: The data sources once every stage is done (`TrainConfig.mix`).
+        stages: Objects with `steps` (how many optimizer steps) and `mix` (their data sources), in order.
+    """
+
+    def __init__(self, mix: Sequence[Any], stages: Sequence[Any] = ()) -> None:
+        self.mixes = [tuple(stage.mix) for stage in stages] + [tuple(mix)]
+        self.sources = tuple(source for m in self.mixes for source in m)
+        self.ends: list[int] = []  # the last step of each stage
+        for stage in stages:
+            if stage.steps < 1 or not stage.mix:
+                raise ValueError(f"a curriculum stage needs steps >= 1 and a data source; got {stage!r}")
+            self.ends.append((self.ends[-1] if self.ends else 0) + stage.steps)
+        self.offsets = [0]
+        for m in self.mixes[:-1]:
+            self.offsets.append(self.offsets[-1] + len(m))
+
+    def stage(self, step: int) -> int:
+        """The index of the stage that 1-based `step` belongs to (`len(stages)` for the final mix)."""
+        return bisect.bisect_left(self.ends, step)
+
+    def plan(self, rng: random.Random, n: int, step: int) -> list[Plan]:
+        """The plans of step `step`'s `n` programs, drawn from `rng` out of that step's mix."""
+        k = self.stage(step)
+        offset = self.offsets[k]
+        return [
+            (offset + index, seq_len, seed) for index, seq_len, seed in plan_programs(self.mixes[k], rng, n)
+        ]
 
 
 def build_programs(mix: Sequence[Any], plans: Sequence[Plan]) -> list[Program]:
@@ -120,17 +159,17 @@ def pad_batch(rows: list[list[int]], labels: list[list[int]], pad: int) -> dict[
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(mix: Sequence[Any], line_targets: bool) -> None:
+def _init_worker(sources: Sequence[Any], line_targets: bool) -> None:
     from debug.tokenizer import build_char_tokenizer
 
-    _WORKER["mix"] = mix
+    _WORKER["sources"] = sources
     _WORKER["line_targets"] = line_targets
     _WORKER["tokenizer"] = build_char_tokenizer()
 
 
 def _build_lists(plans: Sequence[Plan]) -> tuple[list[list[int]], list[list[int]]]:
     # Plain lists cross the process boundary: workers never touch torch (no OpenMP state after fork).
-    programs = build_programs(_WORKER["mix"], plans)
+    programs = build_programs(_WORKER["sources"], plans)
     return encode_lists(programs, _WORKER["tokenizer"], _WORKER["line_targets"])
 
 
@@ -138,7 +177,7 @@ class BatchStream:
     """Encoded training batches in a fixed order, optionally built ahead by worker processes.
 
     Args:
-        mix: The run's data sources (`TrainConfig.mix`).
+        curriculum: The run's data mix by step (`Curriculum(config.mix, config.curriculum)`).
         rng: The run's data rng; the stream draws every plan from it, in order.
         batch_size: Programs per batch.
         tokenizer: The char tokenizer (used in-process when `workers == 0`).
@@ -149,7 +188,7 @@ class BatchStream:
 
     def __init__(
         self,
-        mix: Sequence[Any],
+        curriculum: Curriculum,
         rng: random.Random,
         batch_size: int,
         tokenizer: Any,
@@ -159,7 +198,8 @@ class BatchStream:
     ) -> None:
         if workers < 0:
             raise ValueError(f"data workers must be >= 0 (0 builds batches in-process); got {workers}")
-        self.mix, self.rng, self.batch_size, self.tokenizer = tuple(mix), rng, batch_size, tokenizer
+        self.curriculum, self.rng, self.batch_size, self.tokenizer = curriculum, rng, batch_size, tokenizer
+        self.planned = 0  # the step of the last batch planned
         self.depth = workers * prefetch
         self.line_targets = line_targets
         # (rng state before this batch's plan, pending result) for batches drawn but not yet consumed.
@@ -169,22 +209,35 @@ class BatchStream:
             # fork: workers start in milliseconds and inherit the imported modules; they run pure Python.
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            self._pool = ctx.Pool(workers, initializer=_init_worker, initargs=(self.mix, line_targets))
+            self._pool = ctx.Pool(
+                workers, initializer=_init_worker, initargs=(curriculum.sources, line_targets)
+            )
 
     def rng_state(self) -> Any:
         """The data rng's state right after the last batch handed out (what a resume must restore)."""
         return self._pending[0][0] if self._pending else self.rng.getstate()
 
+    def restore(self, step: int, rng_state: Any) -> None:
+        """Continue after `step`, with the data rng as `rng_state` left it (a resume, before any batch)."""
+        if self._pending:
+            raise RuntimeError("restore a stream before drawing batches from it")
+        self.planned = step
+        self.rng.setstate(rng_state)
+
+    def _plan(self) -> list[Plan]:
+        self.planned += 1
+        return self.curriculum.plan(self.rng, self.batch_size, self.planned)
+
     def _submit(self) -> None:
         state = self.rng.getstate()
-        plans = plan_programs(self.mix, self.rng, self.batch_size)
+        plans = self._plan()
         assert self._pool is not None
         self._pending.append((state, self._pool.apply_async(_build_lists, (plans,))))
 
     def next(self) -> dict[str, Any]:
         """The next batch of the stream as padded tensors."""
         if self._pool is None:
-            programs = build_programs(self.mix, plan_programs(self.mix, self.rng, self.batch_size))
+            programs = build_programs(self.curriculum.sources, self._plan())
             rows, labels = encode_lists(programs, self.tokenizer, self.line_targets)
         else:
             while len(self._pending) < self.depth:
