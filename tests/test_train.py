@@ -109,6 +109,26 @@ def test_cli_rejects_bad_checkpoint_spec(tmp_path: Path) -> None:
         main(["--preset", "tiny", "--out-dir", str(tmp_path), "--checkpoint", "early"])
 
 
+def test_torch_init_unties_the_head_and_uses_the_layer_defaults() -> None:
+    from debug.tokenizer import build_char_tokenizer
+    from debug.train import build_decoder
+
+    tokenizer = build_char_tokenizer()
+    torch.manual_seed(0)
+    hub = build_decoder(tokenizer, layers=1, hidden=64, heads=4)
+    torch.manual_seed(0)
+    plain = build_decoder(tokenizer, layers=1, hidden=64, heads=4, init="torch")
+    assert hub.lm_head.weight is hub.model.embed_tokens.weight
+    assert plain.lm_head.weight is not plain.model.embed_tokens.weight
+    assert abs(hub.model.embed_tokens.weight.std().item() - 0.02) < 0.005
+    assert abs(plain.model.embed_tokens.weight.std().item() - 1.0) < 0.1  # nn.Embedding: N(0, 1)
+    bound = 64**-0.5  # nn.Linear: uniform within 1/sqrt(fan_in)
+    q = plain.model.layers[0].self_attn.q_proj.weight
+    assert q.abs().max().item() <= bound and q.std().item() > 0.8 * bound / 3**0.5
+    with pytest.raises(ValueError, match="init must be one of"):
+        build_decoder(tokenizer, layers=1, hidden=64, heads=4, init="xavier")
+
+
 def test_default_recipe_is_small_enough() -> None:
     from debug.tokenizer import build_char_tokenizer
 
@@ -197,11 +217,13 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path: Path) -
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_inside_a_curriculum_stage_equals_an_uninterrupted_run(tmp_path: Path, workers: int) -> None:
     recall = (DataSource(seq_lens=(2,), knobs={"max_hops": 1, "p_constant": 1.0}),)
-    config = dataclasses.replace(TINY, log_every=1, curriculum=(Stage(4, recall),))
+    # The shipped recipe's parts on the tiny shape: a curriculum stage and PyTorch's initialisation.
+    config = dataclasses.replace(TINY, log_every=1, curriculum=(Stage(4, recall),), init="torch")
     full = _weights(train(config, log=lambda _: None).model)
-    assert not all(
-        torch.equal(full[k], v) for k, v in _weights(train(TINY, log=lambda _: None).model).items()
-    )
+    again = _weights(train(config, log=lambda _: None).model)
+    assert all(torch.equal(full[k], again[k]) for k in full)
+    no_stage = _weights(train(dataclasses.replace(config, curriculum=()), log=lambda _: None).model)
+    assert not all(torch.equal(full[k], no_stage[k]) for k in full)
     with pytest.raises(_Interrupted):  # the last checkpoint is step 3's, one step before the stage ends
         train(config, log=_interrupt_at(5), run_dir=tmp_path, save_every=3)
     assert load_run_config(tmp_path).curriculum == config.curriculum

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from debug.train import PRESETS, RUNTIME_KEYS, TrainConfig, load_run_config, short_eval, train
+from debug.train import INITS, PRESETS, RUNTIME_KEYS, TrainConfig, load_run_config, short_eval, train
 
 #: `TrainConfig` fields set by `--flag VALUE` (underscores become dashes on the command line).
 VALUE_FLAGS = (
@@ -26,6 +26,7 @@ VALUE_FLAGS = (
     "layers",
     "hidden",
     "heads",
+    "init",
     "eval_every",
     "eval_per_hop",
 )
@@ -51,6 +52,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--layers", type=int)
     parser.add_argument("--hidden", type=int)
     parser.add_argument("--heads", type=int)
+    parser.add_argument("--init", choices=INITS, help="starting weights (see debug.train.build_decoder)")
     parser.add_argument(
         "--line-targets", action="store_true", default=None, help="also train every line's value (dense)"
     )
