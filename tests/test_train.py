@@ -277,12 +277,18 @@ def test_cli_resumes_a_run_cut_by_stop_after(tmp_path: Path) -> None:
     assert (run / "LATEST").read_text() == "step-0000007"
     with pytest.raises(SystemExit, match="drop --lr"):
         main(["--resume", str(run), "--lr", "0.1", *common])
-    assert main(["--resume", str(run), "--data-workers", "1", *common]) == 0
+    # A resumed sitting may add a named copy at a step still ahead: it does not change the weights.
+    assert main(["--resume", str(run), "--data-workers", "1", "--checkpoint", "9:tiny-mid", *common]) == 0
     resumed = _weights(models.load(str(tmp_path / "tiny")).model)
     full = _weights(train(TINY, log=lambda _: None).model)
     assert all(torch.equal(resumed[k], full[k]) for k in full)
     assert "Steps: 12 of 12" in (tmp_path / "tiny" / "MODEL_CARD.md").read_text()
+    mid = _weights(models.load(str(tmp_path / "tiny-mid")).model)
+    stopped = _weights(train(dataclasses.replace(TINY, stop_after=9), log=lambda _: None).model)
+    assert all(torch.equal(mid[k], stopped[k]) for k in stopped)
+    assert "--checkpoint 9:tiny-mid" in (tmp_path / "tiny" / "MODEL_CARD.md").read_text()
     models.unload(str(tmp_path / "tiny"))
+    models.unload(str(tmp_path / "tiny-mid"))
 
 
 def test_device_choice_and_bf16_guard() -> None:

@@ -336,6 +336,8 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
 
 #: Config keys that only steer one sitting of a run; a resume may change them, not the rest of the recipe.
 RUNTIME_KEYS = ("max_minutes", "stop_after", "threads", "log_every")
+#: Config keys a resume may extend without changing the weights: named copies saved along the way.
+ADDABLE_KEYS = ("checkpoints",)
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:
@@ -433,6 +435,9 @@ def train(
                 raise ValueError(
                     f"config differs from the one stored in {run_path}; resume with load_run_config"
                 )
+            if not set(stored.checkpoints) <= set(config.checkpoints):
+                raise ValueError(f"a resume may add checkpoints, not drop those stored in {run_path}")
+            (run_path / "config.json").write_text(json.dumps(asdict(config), indent=1))
             state = load_resume_state(run_path, model)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -528,7 +533,8 @@ def train(
 
 def _recipe(config: TrainConfig) -> dict[str, Any]:
     # Compared through JSON so tuples and the lists that config.json gives back compare equal.
-    return json.loads(json.dumps({k: v for k, v in asdict(config).items() if k not in RUNTIME_KEYS}))
+    fixed = {k: v for k, v in asdict(config).items() if k not in RUNTIME_KEYS + ADDABLE_KEYS}
+    return json.loads(json.dumps(fixed))
 
 
 def _baseline_line(result: dict[str, Any]) -> str:

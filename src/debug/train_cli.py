@@ -75,6 +75,18 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _checkpoints(items: list[str]) -> tuple[tuple[int, str], ...]:
+    pairs = []
+    for item in items:
+        step, _, name = item.partition(":")
+        if not step.isdigit() or not name:
+            raise SystemExit(
+                f"debug train: --checkpoint takes STEP:NAME (e.g. 300:binder-early); got {item!r}"
+            )
+        pairs.append((int(step), name))
+    return tuple(pairs)
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The preset with every option given on the command line applied."""
     overrides: dict[str, Any] = {}
@@ -84,21 +96,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.heads is not None:
         overrides["kv_heads"] = args.heads
     if args.checkpoint is not None:
-        pairs = []
-        for item in args.checkpoint:
-            step, _, name = item.partition(":")
-            if not step.isdigit() or not name:
-                raise SystemExit(
-                    f"debug train: --checkpoint takes STEP:NAME (e.g. 300:binder-early); got {item!r}"
-                )
-            pairs.append((int(step), name))
-        overrides["checkpoints"] = tuple(pairs)
+        overrides["checkpoints"] = _checkpoints(args.checkpoint)
     return dataclasses.replace(PRESETS[args.preset], **overrides)
 
 
 def resume_config(args: argparse.Namespace) -> TrainConfig:
-    """The config stored in `--resume DIR`, with only the per-sitting options of the command line applied."""
-    recipe = ("preset", *VALUE_FLAGS, *SWITCHES, "checkpoint", "device")
+    """The config stored in `--resume DIR`, with only the per-sitting options of the command line applied.
+
+    `--checkpoint STEP:NAME` may be given too: it adds a named copy at a step still ahead (saving one does not
+    change the weights), so a long run can keep the phase it turns out to show.
+    """
+    recipe = ("preset", *VALUE_FLAGS, *SWITCHES, "device")
     extra = [
         k for k in recipe if getattr(args, k) is not None and (k != "preset" or args.preset != "default")
     ]
@@ -112,8 +120,13 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
         raise SystemExit(f"debug train: {err}") from None
     # The limits of the sitting that stopped do not carry over; the thread count does unless given.
     threads = args.threads if args.threads is not None else config.threads
+    added = _checkpoints(args.checkpoint) if args.checkpoint else ()
     return dataclasses.replace(
-        config, max_minutes=args.max_minutes, stop_after=args.stop_after, threads=threads
+        config,
+        max_minutes=args.max_minutes,
+        stop_after=args.stop_after,
+        threads=threads,
+        checkpoints=tuple(sorted({*config.checkpoints, *added})),
     )
 
 
