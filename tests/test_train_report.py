@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 
 from debug import models
-from debug.train import PRESETS, train
+from debug.train import PRESETS, RECALL, Stage, train
 from debug.train_report import default_checkpoints, main, training_report
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    config = dataclasses.replace(PRESETS["tiny"], eval_every=4, checkpoints=((4, "tiny-early"),))
+    config = dataclasses.replace(
+        PRESETS["tiny"], eval_every=4, checkpoints=((4, "tiny-early"),), curriculum=(Stage(3, RECALL),)
+    )
     return train(config, tmp_path_factory.mktemp("run"), log=lambda _: None).saved
 
 
@@ -32,6 +34,7 @@ def test_report_orders_checkpoints_and_carries_history_and_sweeps(tiny_run, tmp_
     doc = json.loads((tmp_path / "train_report.json").read_text())
     assert [ck["step"] for ck in doc["checkpoints"]] == [4, PRESETS["tiny"].steps]
     assert [row["step"] for row in doc["history"]] == [4, 8, 12]
+    assert doc["curriculum"] == [{"first": 1, "last": 3, "lines": [2, 2]}]  # shaded in the history plot
     for ck in doc["checkpoints"]:
         assert ck["evaluation"]["n"] == 12 and set(ck["evaluation"]["agreement"]) == {
             "copy_line_1",

@@ -97,8 +97,24 @@ def measure_checkpoint(model_id: str, *, per_hop: int, pairs: int, num_hops: int
     }
 
 
-def plot_history(history: Sequence[dict[str, Any]], marks: Sequence[int]) -> str:
-    """Accuracy by hop and heuristic agreement against step (base64 PNG); checkpoints drawn as lines."""
+def curriculum_stages(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The first and last step and the program lengths of each curriculum stage in a stored run config."""
+    stages, first = [], 1
+    for stage in config.get("curriculum", []):  # runs saved before curricula existed have none
+        lens = [n for source in stage["mix"] for n in source["seq_lens"]]
+        stages.append({"first": first, "last": first + stage["steps"] - 1, "lines": [min(lens), max(lens)]})
+        first += stage["steps"]
+    return stages
+
+
+def plot_history(
+    history: Sequence[dict[str, Any]], marks: Sequence[int], stages: Sequence[dict[str, Any]] = ()
+) -> str:
+    """Accuracy by hop and heuristic agreement against step (base64 PNG).
+
+    Checkpoints are drawn as lines, curriculum stages as shaded spans labelled with their program lengths
+    (the held-out programs always have 16 lines).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,6 +134,12 @@ def plot_history(history: Sequence[dict[str, Any]], marks: Sequence[int]) -> str
     for ax, title in ((left, "held-out accuracy by hop"), (right, right_title)):
         for step in marks:
             ax.axvline(step, color="0.75", lw=0.8)
+        for i, stage in enumerate(st for st in stages if st["first"] <= steps[-1]):
+            last = min(stage["last"], steps[-1])  # a checkpoint saved mid-stage ends its plot there
+            ax.axvspan(stage["first"], last, color="0.5", alpha=0.06 + 0.06 * (i % 2), lw=0)
+            low, high = stage["lines"]
+            label = f"{low} lines" if low == high else f"{low}-{high} lines"
+            ax.text((stage["first"] + last) / 2, 0.02, label, ha="center", va="bottom", fontsize=7)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("step")
         ax.set_title(title, fontsize=10)
@@ -181,8 +203,10 @@ def training_report(
         measured.append({"step": record["step"], **ck})
     last = records[-1][0]
     history = last["history"]
+    stages = curriculum_stages(last["config"])
     document = {
         "config": last["config"],
+        "curriculum": stages,
         "history": history,
         "checkpoints": measured,
         "pairs": {"count": pairs, "num_hops": num_hops, "seq_len": 16},
@@ -197,7 +221,7 @@ def training_report(
     )
     html = env.get_template("train_report.html.j2").render(
         doc=document,
-        history_png=plot_history(history, [ck["step"] for ck in measured]) if history else None,
+        history_png=plot_history(history, [ck["step"] for ck in measured], stages) if history else None,
         patching_png=plot_patching(measured),
     )
     path = out / "train_report.html"
