@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from debug.train import EVAL_BASE_SEED, PRESETS, TrainConfig
+from debug.train_data import stage_spans
 
 #: Written next to every saved checkpoint: its step, the run's config and evaluations so far (read by
 #: `debug train-report`).
@@ -124,11 +125,10 @@ def model_card(
         f"| all | {evaluation['n']} | {evaluation['accuracy']:.3f} | {b['copy_line_1']:.3f} | "
         f"{b['copy_last_constant']:.3f} | {b['majority']:.3f} |"
     )
-    stages, first = [], 1  # (which steps, their sources) for each curriculum stage, then the final mix
-    for stage in config.curriculum:
-        stages.append((f"steps {first}-{first + stage.steps - 1}", stage.mix))
-        first += stage.steps
-    stages.append((f"step {first} on" if config.curriculum else "every step", config.mix))
+    # (which steps, their sources) for each curriculum stage, then the final mix.
+    spans = stage_spans([stage.steps for stage in config.curriculum])
+    stages = [(f"steps {a}-{b}", stage.mix) for (a, b), stage in zip(spans, config.curriculum, strict=True)]
+    stages.append((f"step {spans[-1][1] + 1} on" if spans else "every step", config.mix))
     mix = "\n".join(
         f"- {when}, weight {s.weight}: `{s.generator}` seq_len {min(s.seq_lens)}-{max(s.seq_lens)} "
         f"knobs {s.knobs or '{}'}"

@@ -219,6 +219,8 @@ def build_decoder(
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}; got {init!r}")
     model_config = Qwen3Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -233,8 +235,6 @@ def build_decoder(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}; got {init!r}")
     model = Qwen3ForCausalLM(model_config)
     if init == "torch":
         for module in model.modules():
@@ -490,12 +490,14 @@ def train(
                     f"lr {scheduler.get_last_lr()[0]:.2e} {elapsed:.0f}s "
                     f"{(step - first + 1) / max(sitting, 1e-9):.1f} steps/s"
                 )
+            result = None
             if config.eval_every and step % config.eval_every == 0:
                 result = evaluate(model, tokenizer, held_out)
                 history.append({"step": step, "seconds": round(elapsed, 1), **short_eval(result)})
                 log(f"eval step {step}: {json.dumps(short_eval(result))} {_baseline_line(result)}")
             if step in checkpoints and out_dir is not None:
-                ck_eval = evaluate(model, tokenizer, held_out)
+                # The scheduled evaluation of this very step, when there was one (the weights are the same).
+                ck_eval = result or evaluate(model, tokenizer, held_out)
                 saved[checkpoints[step]] = save_embedded(
                     model,
                     tokenizer,

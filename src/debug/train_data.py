@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import itertools
 import multiprocessing
 import random
 import re
@@ -36,6 +37,12 @@ def plan_programs(mix: Sequence[Any], rng: random.Random, n: int) -> list[Plan]:
     return plans
 
 
+def stage_spans(lengths: Sequence[int]) -> list[tuple[int, int]]:
+    """The first and last 1-based step of each curriculum stage, given the stages' lengths in order."""
+    ends = list(itertools.accumulate(lengths))
+    return [(end - length + 1, end) for length, end in zip(lengths, ends, strict=True)]
+
+
 class Curriculum:
     """Which data mix each training step draws from: each stage's mix for its steps, in order, then `mix`.
 
@@ -51,11 +58,10 @@ class Curriculum:
     def __init__(self, mix: Sequence[Any], stages: Sequence[Any] = ()) -> None:
         self.mixes = [tuple(stage.mix) for stage in stages] + [tuple(mix)]
         self.sources = tuple(source for m in self.mixes for source in m)
-        self.ends: list[int] = []  # the last step of each stage
         for stage in stages:
             if stage.steps < 1 or not stage.mix:
                 raise ValueError(f"a curriculum stage needs steps >= 1 and a data source; got {stage!r}")
-            self.ends.append((self.ends[-1] if self.ends else 0) + stage.steps)
+        self.ends = [last for _, last in stage_spans([stage.steps for stage in stages])]
         self.offsets = [0]
         for m in self.mixes[:-1]:
             self.offsets.append(self.offsets[-1] + len(m))

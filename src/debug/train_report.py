@@ -30,6 +30,7 @@ from typing import Any
 
 from debug.causal_visualization import figure_base64
 from debug.model_card import HISTORY_FILE
+from debug.train_data import stage_spans
 
 
 def read_history(folder: str | Path) -> dict[str, Any]:
@@ -99,12 +100,12 @@ def measure_checkpoint(model_id: str, *, per_hop: int, pairs: int, num_hops: int
 
 def curriculum_stages(config: dict[str, Any]) -> list[dict[str, Any]]:
     """The first and last step and the program lengths of each curriculum stage in a stored run config."""
-    stages, first = [], 1
-    for stage in config.get("curriculum", []):  # runs saved before curricula existed have none
+    stages = config.get("curriculum", [])  # runs saved before curricula existed have none
+    out = []
+    for (first, last), stage in zip(stage_spans([st["steps"] for st in stages]), stages, strict=True):
         lens = [n for source in stage["mix"] for n in source["seq_lens"]]
-        stages.append({"first": first, "last": first + stage["steps"] - 1, "lines": [min(lens), max(lens)]})
-        first += stage["steps"]
-    return stages
+        out.append({"first": first, "last": last, "lines": [min(lens), max(lens)]})
+    return out
 
 
 def plot_history(
