@@ -77,6 +77,8 @@ def test_saved_checkpoints_load_as_models(tmp_path: Path) -> None:
             assert (folder / name).is_file(), name
     card = (result.saved["tiny"] / "MODEL_CARD.md").read_text()
     assert "Steps: 12 of 12" in card and "seed 0" in card and "copy_line_1" in card
+    wrong = result.final_eval["misreadings"]["errors"]
+    assert f"Of {wrong} wrong answers" in card and "neighbour line" in card  # a tiny model is often wrong
     assert "Steps: 5 of 12" in (result.saved["tiny-early"] / "MODEL_CARD.md").read_text()
     loaded = models.load(str(result.saved["tiny"]))
     assert loaded.fingerprint == models.folder_fingerprint(result.saved["tiny"])
@@ -329,6 +331,7 @@ class _AlwaysSays(torch.nn.Module):
 
 def test_evaluate_measures_agreement_with_the_copy_heuristics() -> None:
     from debug.baselines import predict_copy_last_constant, predict_copy_line_1
+    from debug.misreadings import misreading_rates
     from debug.tokenizer import build_char_tokenizer
     from debug.train import eval_programs, evaluate
 
@@ -348,6 +351,9 @@ def test_evaluate_measures_agreement_with_the_copy_heuristics() -> None:
     by_hop = result["by_hop"]["2"]
     hop2 = [p for p in programs if p.metadata["hops"] == 2]
     assert by_hop["agreement"]["copy_line_1"] == sum(predict_copy_line_1(p) == 3 for p in hop2) / len(hop2)
+    # The wrong answers are the 3s of the programs whose answer is not 3, read back as integers.
+    assert result["misreadings"] == misreading_rates(programs, [3] * len(programs))
+    assert result["misreadings"]["errors"] == sum(p.answer != 3 for p in programs)
 
 
 def test_line_targets_recipe_trains_and_is_recorded(tmp_path: Path) -> None:

@@ -44,8 +44,12 @@ def test_report_orders_checkpoints_and_carries_history_and_sweeps(tiny_run, tmp_
         assert patching["num_programs"] == 2
         assert {"ref depth 1", "ref depth 2", "query", "final"} <= set(patching["by_target"])
         assert len(patching["by_target"]["query"]["normalized"]) == len(patching["layer_labels"])
+        wrong = ck["evaluation"]["misreadings"]
+        assert wrong["errors"] == round(12 * (1 - ck["evaluation"]["accuracy"]))
+    assert doc["misreadings"] == ["neighbour_line", "other_assignment", "unexplained"]
     html = path.read_text()
     assert html.count("data:image/png;base64,") == 2
+    assert 'id="misreadings"' in html and "neighbour line" in html
     assert str(tiny_run["tiny-early"]) in html
 
 

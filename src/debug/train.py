@@ -292,8 +292,11 @@ def evaluate(model: Any, tokenizer: Any, programs: Sequence[Program]) -> dict[st
     `agreement` is the share of programs where the model's greedy first answer token is the first token of
     the heuristic's guess, whether or not that guess is right: a model in the copying phase agrees with a
     copy heuristic far beyond that heuristic's accuracy, a model that dereferences only where it is right.
+    `misreadings` says which misreadings of the programs give the wrong answers, beside their chance shares
+    (`debug.misreadings.misreading_rates`).
     """
     from debug.baselines import heuristic_baselines, predict_copy_last_constant, predict_copy_line_1
+    from debug.misreadings import misreading_rates
     from debug.scoring import teacher_forced
 
     model.eval()
@@ -321,7 +324,12 @@ def evaluate(model: Any, tokenizer: Any, programs: Sequence[Program]) -> dict[st
         str(hops): summary([i for i, p in enumerate(programs) if p.metadata["hops"] == hops])
         for hops in sorted({p.metadata["hops"] for p in programs})
     }
-    return summary(list(range(len(programs)))) | {"by_hop": by_hop}
+    first = [tokenizer.decode(pred[:1]).strip() for pred, _ in forced]
+    answers = [int(text) if text.isdigit() else None for text in first]
+    return summary(list(range(len(programs)))) | {
+        "by_hop": by_hop,
+        "misreadings": misreading_rates(programs, answers),
+    }
 
 
 def _lr_factor(step: int, config: TrainConfig) -> float:

@@ -94,27 +94,40 @@ def build_programs(mix: Sequence[Any], plans: Sequence[Plan]) -> list[Program]:
 _ASSIGNMENT = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*(-?\d+|[A-Za-z_]\w*)\s*$")
 
 
-def line_values(text: str) -> list[tuple[int, str]]:
-    """(newline offset, value) for every assignment line whose variable holds a known value after it.
+def values_by_line(text: str) -> list[str | None]:
+    """The value each line's variable holds right after that line, one entry per line of `text`.
 
     The program is run line by line the way Python would (a name takes the value its right-hand side holds
-    at that point); lines of any other shape are skipped and leave the values alone.
+    at that point). A line of any other shape, or one reading a name with no known value, gives None; such a
+    line leaves the values alone, or forgets its variable's.
     """
     values: dict[str, str] = {}
-    out = []
-    offset = 0
+    out: list[str | None] = []
     for line in text.split("\n"):
-        end = offset + len(line)  # the offset of this line's newline
         match = _ASSIGNMENT.match(line)
-        if match and end < len(text):
+        value = None
+        if match:
             name, rhs = match.groups()
             value = rhs if rhs[0].isdigit() or rhs[0] == "-" else values.get(rhs)
             if value is None:
                 values.pop(name, None)
             else:
                 values[name] = value
-                out.append((end, value))
-        offset = end + 1
+        out.append(value)
+    return out
+
+
+def line_values(text: str) -> list[tuple[int, str]]:
+    """(newline offset, value) for every assignment line whose variable holds a known value after it.
+
+    The values are `values_by_line`'s; a last line with no newline after it has no offset and is left out.
+    """
+    out = []
+    end = -1
+    for line, value in zip(text.split("\n"), values_by_line(text), strict=True):
+        end += len(line) + 1  # the offset of this line's newline
+        if value is not None and end < len(text):
+            out.append((end, value))
     return out
 
 

@@ -9,7 +9,8 @@
   (how often its answer is the one `copy_line_1` / `copy_last_constant` would give, right or wrong). A
   copying phase shows as high agreement with accuracy near the heuristic's; dereferencing shows as accuracy
   rising while agreement falls to the heuristic's own accuracy.
-- per checkpoint, the same numbers re-measured now, and a residual-stream patching sweep averaged over binding
+- per checkpoint, the same numbers re-measured now; which misreadings of the programs give its wrong answers,
+  against chance (`debug.misreadings`); and a residual-stream patching sweep averaged over binding
   pairs (the chain root's constant changed): the normalized effect per layer at the right-hand side of each
   chain line ("ref depth k"), the query variable and the final token. Where in depth and position the value
   travels can then be compared between phases.
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from debug.causal_visualization import figure_base64
+from debug.misreadings import MISREADINGS
 from debug.model_card import HISTORY_FILE
 from debug.train_data import stage_spans
 
@@ -210,6 +212,7 @@ def training_report(
         "curriculum": stages,
         "history": history,
         "checkpoints": measured,
+        "misreadings": [*MISREADINGS, "unexplained"],
         "pairs": {"count": pairs, "num_hops": num_hops, "seq_len": 16},
     }
     out = Path(out_dir)
