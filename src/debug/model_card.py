@@ -102,10 +102,8 @@ def reproduce_command(config: TrainConfig, step: int) -> str:
     return " ".join(args) + ("" if same else "  (and the data mix / optimizer settings above)")
 
 
-def _misreading_lines(rates: dict[str, Any] | None) -> str:
+def _misreading_lines(rates: dict[str, Any]) -> str:
     """The card's account of the wrong answers: which misreadings give them, against chance."""
-    if not rates:
-        return "Not measured for this checkpoint."
     if not rates["errors"]:
         return "None on the held-out set."
     shares = ", ".join(
@@ -141,7 +139,7 @@ def model_card(
         f"| all | {evaluation['n']} | {evaluation['accuracy']:.3f} | {b['copy_line_1']:.3f} | "
         f"{b['copy_last_constant']:.3f} | {b['majority']:.3f} |"
     )
-    wrong = _misreading_lines(evaluation.get("misreadings"))
+    wrong = _misreading_lines(evaluation["misreadings"])
     # (which steps, their sources) for each curriculum stage, then the final mix.
     spans = stage_spans([stage.steps for stage in config.curriculum])
     stages = [(f"steps {a}-{b}", stage.mix) for (a, b), stage in zip(spans, config.curriculum, strict=True)]
