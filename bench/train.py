@@ -135,10 +135,9 @@ def main() -> int:
     print()
     print(tabulate(rows, headers=headers, disable_numparse=True))
     print()
-    base = "cpu" if "cpu" in totals else None
     for name, total in totals.items():
-        if base and name != base:
-            print(f"whole schedule, {name} vs cpu: {totals[base] / total:.2f}x")
+        if "cpu" in totals and name != "cpu":
+            print(f"whole schedule, {name} vs cpu: {totals['cpu'] / total:.2f}x")
     return 0
 
 

@@ -28,6 +28,9 @@ from debug.train_data import values_by_line
 #: The misreadings this module names, in report order.
 MISREADINGS = ("neighbour_line", "other_assignment")
 
+#: What `misreading_rates` reports on: every misreading, then `"unexplained"` (none of them gives the answer).
+CATEGORIES = (*MISREADINGS, "unexplained")
+
 #: How many lines above or below the right one a `neighbour_line` misreading may land.
 NEIGHBOURHOOD = 2
 
@@ -79,13 +82,12 @@ def misreading_rates(programs: Sequence[Program | Any], answers: Sequence[Any]) 
 
     Returns:
         `errors` (the number of wrong answers); `share` and `chance`, each mapping every name in
-        `MISREADINGS` and `"unexplained"` (no misreading gives it) to a share of the wrong answers. The
+        `CATEGORIES` (the misreadings, then `"unexplained"`) to a share of the wrong answers. The
         chance shares average, over the wrong answers' programs, the share of the nine other digits that each
         misreading (or none) would give. All shares are None when there is no wrong answer.
     """
-    keys = (*MISREADINGS, "unexplained")
-    share = dict.fromkeys(keys, 0.0)
-    chance = dict.fromkeys(keys, 0.0)
+    share = dict.fromkeys(CATEGORIES, 0.0)
+    chance = dict.fromkeys(CATEGORIES, 0.0)
     errors = 0
     for item, answer in zip(programs, answers, strict=True):
         program = as_program(item)
@@ -93,18 +95,21 @@ def misreading_rates(programs: Sequence[Program | Any], answers: Sequence[Any]) 
             continue
         errors += 1
         values = misread_values(program)
-        given = {name for name, found in values.items() if answer in found}
-        for name in MISREADINGS:
-            share[name] += name in given
-        share["unexplained"] += not given
         wrong = [digit for digit in range(10) if digit != program.answer]
-        for name in MISREADINGS:
-            chance[name] += sum(digit in values[name] for digit in wrong) / len(wrong)
-        chance["unexplained"] += sum(not any(d in v for v in values.values()) for d in wrong) / len(wrong)
+        for category in CATEGORIES:
+            share[category] += _explains(category, values, answer)
+            chance[category] += sum(_explains(category, values, digit) for digit in wrong) / len(wrong)
     if not errors:
-        return {"errors": 0, "share": dict.fromkeys(keys), "chance": dict.fromkeys(keys)}
+        return {"errors": 0, "share": dict.fromkeys(CATEGORIES), "chance": dict.fromkeys(CATEGORIES)}
     return {
         "errors": errors,
         "share": {k: v / errors for k, v in share.items()},
         "chance": {k: v / errors for k, v in chance.items()},
     }
+
+
+def _explains(category: str, values: dict[str, set[int]], answer: Any) -> bool:
+    """Whether `category` accounts for `answer`, given every misreading's answers (`misread_values`)."""
+    if category == "unexplained":
+        return not any(answer in found for found in values.values())
+    return answer in values[category]

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from debug.causal_visualization import figure_base64
-from debug.misreadings import MISREADINGS
+from debug.misreadings import CATEGORIES
 from debug.model_card import HISTORY_FILE
 from debug.train_data import stage_spans
 
@@ -212,7 +212,7 @@ def training_report(
         "curriculum": stages,
         "history": history,
         "checkpoints": measured,
-        "misreadings": [*MISREADINGS, "unexplained"],
+        "misreadings": list(CATEGORIES),
         "pairs": {"count": pairs, "num_hops": num_hops, "seq_len": 16},
     }
     out = Path(out_dir)
