@@ -134,10 +134,15 @@ def test_torch_init_unties_the_head_and_uses_the_layer_defaults() -> None:
 def test_default_recipe_is_small_enough() -> None:
     from debug.tokenizer import build_char_tokenizer
 
-    config: TrainConfig = PRESETS["default"]
-    model = build_model(config, build_char_tokenizer())
-    shipped = len(config.checkpoints) + 1  # the named copies and the final model, float32 each
-    assert sum(p.numel() for p in model.parameters()) * 4 * shipped <= 20 * 1024 * 1024
+    total = 0
+    for preset in ("default", "grow"):  # the shipped recipe: the 4-layer run, then its model grown
+        config: TrainConfig = dataclasses.replace(PRESETS[preset], start_from=None)  # the shape alone
+        model = build_model(config, build_char_tokenizer())
+        shipped = len(config.checkpoints) + 1  # the named copies and the final model, float32 each
+        total += sum(p.numel() for p in model.parameters()) * 4 * shipped
+    assert total <= 20 * 1024 * 1024
+    on_disk = sum((folder / "model.safetensors").stat().st_size for folder in models.EMBEDDED.values())
+    assert on_disk <= 20 * 1024 * 1024
 
 
 @pytest.mark.skipif("embedded:binder-early" not in models.EMBEDDED, reason="embedded model not trained yet")
@@ -166,7 +171,9 @@ def test_stop_after_replays_a_run_cut_short(tmp_path: Path) -> None:
     models.unload(str(full.saved["at6"]))
 
 
-@pytest.mark.parametrize("model_id", ["embedded:binder-early", "embedded:binder-mid", "embedded:binder"])
+@pytest.mark.parametrize(
+    "model_id", ["embedded:binder-early", "embedded:binder-mid", "embedded:binder-4l", "embedded:binder"]
+)
 def test_shipped_model_card_states_the_measured_accuracy(model_id: str) -> None:
     import re
 
@@ -180,6 +187,50 @@ def test_shipped_model_card_states_the_measured_accuracy(model_id: str) -> None:
     loaded = models.load(model_id)
     measured = evaluate(loaded.model, loaded.tokenizer, eval_programs(int(stated.group(1)) // 4))
     assert f"{measured['accuracy']:.3f}" == stated.group(2)
+
+
+def test_a_run_can_start_from_a_trained_model_grown_deeper_and_wider(tmp_path: Path) -> None:
+    from debug.model_card import reproduce_command
+    from debug.train import eval_programs, evaluate
+
+    source = train(dataclasses.replace(TINY, intermediate=None), tmp_path, log=lambda _: None)
+    config = dataclasses.replace(
+        TINY, name="grown", intermediate=None, layers=2, hidden=48, heads=3, kv_heads=3,
+        start_from=str(source.saved["tiny"]), steps=0,
+    )  # fmt: skip
+    grown = train(config, tmp_path, log=lambda _: None)
+    assert grown.model.config.num_hidden_layers == 2 and grown.model.config.hidden_size == 48
+    # Zero steps: the grown model answers as its source did (the held-out evaluation is the same).
+    assert grown.final_eval["accuracy"] == source.final_eval["accuracy"]
+    assert grown.final_eval["by_hop"] == source.final_eval["by_hop"]
+    trained = train(dataclasses.replace(config, steps=12), tmp_path, log=lambda _: None)
+    card = (trained.saved["grown"] / "MODEL_CARD.md").read_text()
+    assert f"trained on from `{source.saved['tiny']}`" in card
+    assert f"--start-from {source.saved['tiny']}" in reproduce_command(trained.config, 12)
+    assert evaluate(trained.model, trained.tokenizer, eval_programs(4))["n"] == 16
+
+
+def test_resume_of_a_grown_run_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    source = train(dataclasses.replace(TINY, intermediate=None), tmp_path / "src", log=lambda _: None)
+    config = dataclasses.replace(
+        TINY, intermediate=None, layers=2, start_from=str(source.saved["tiny"]), log_every=1
+    )
+    full = _weights(train(config, log=lambda _: None).model)
+    with pytest.raises(_Interrupted):
+        train(config, log=_interrupt_at(8), run_dir=tmp_path / "run", save_every=5)
+    resumed = _weights(train(config, log=lambda _: None, run_dir=tmp_path / "run", resume=True).model)
+    assert all(torch.equal(resumed[k], full[k]) for k in full)
+
+
+def test_a_start_that_cannot_grow_is_refused_with_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="unknown embedded model 'embedded:nope'"):
+        main(["--preset", "tiny", "--out-dir", str(tmp_path), "--start-from", "embedded:nope"])
+    source = train(dataclasses.replace(TINY, intermediate=None), tmp_path, log=lambda _: None)
+    with pytest.raises(SystemExit, match="only grows"):
+        main(["--preset", "tiny", "--out-dir", str(tmp_path), "--start-from", str(source.saved["tiny"]),
+              "--hidden", "16"])  # fmt: skip
+    with pytest.raises(ValueError, match="MLP of 4 x hidden"):
+        train(dataclasses.replace(TINY, start_from=str(source.saved["tiny"])), log=lambda _: None)
 
 
 class _Interrupted(Exception):

@@ -16,7 +16,11 @@ from debug.train_report import default_checkpoints, main, training_report
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     config = dataclasses.replace(
-        PRESETS["tiny"], eval_every=4, checkpoints=((4, "tiny-early"),), curriculum=(Stage(3, RECALL),)
+        PRESETS["tiny"],
+        eval_every=4,
+        checkpoints=((4, "tiny-early"),),
+        curriculum=(Stage(3, RECALL),),
+        intermediate=None,  # 4 x hidden, so a run can start from it grown (debug.grow)
     )
     return train(config, tmp_path_factory.mktemp("run"), log=lambda _: None).saved
 
@@ -51,6 +55,32 @@ def test_report_orders_checkpoints_and_carries_history_and_sweeps(tiny_run, tmp_
     assert html.count("data:image/png;base64,") == 2
     assert 'id="misreadings"' in html and "neighbour line" in html
     assert str(tiny_run["tiny-early"]) in html
+
+
+def test_a_grown_run_continues_the_step_count_and_history_of_its_start(tiny_run, tmp_path: Path) -> None:
+    grown = dataclasses.replace(
+        PRESETS["tiny"],
+        name="tiny-grown",
+        intermediate=None,
+        layers=2,
+        steps=4,
+        eval_every=2,
+        start_from=str(tiny_run["tiny"]),
+    )
+    folder = train(grown, tmp_path / "grown", log=lambda _: None).saved["tiny-grown"]
+    training_report(
+        [str(folder), str(tiny_run["tiny-early"]), str(tiny_run["tiny"])],
+        tmp_path,
+        per_hop=1,
+        pairs=1,
+        num_hops=2,
+        log=lambda _: None,
+    )
+    doc = json.loads((tmp_path / "train_report.json").read_text())
+    assert [ck["step"] for ck in doc["checkpoints"]] == [4, 12, 16]
+    assert [ck["model"] for ck in doc["checkpoints"]][-1] == str(folder)
+    assert [row["step"] for row in doc["history"]] == [4, 8, 12, 14, 16]
+    assert doc["curriculum"] == [{"first": 1, "last": 3, "lines": [2, 2]}]  # the first run's
 
 
 def test_cli_names_the_fix_for_a_folder_train_did_not_write(

@@ -174,7 +174,7 @@ def _quantization_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
-def _resolve_source(model_id: str) -> tuple[str, Path | None]:
+def resolve_source(model_id: str) -> tuple[str, Path | None]:
     """Return (what to pass to from_pretrained, local folder or None for a hub id)."""
     if model_id.startswith(EMBEDDED_PREFIX):
         folder = EMBEDDED.get(model_id) or _discover_embedded().get(model_id)
@@ -202,7 +202,7 @@ def _from_pretrained(source: str, kw: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _load_uncached(model_id: str, device: str, dtype: Any, kw: dict[str, Any]) -> LoadedModel:
-    source, folder = _resolve_source(model_id)
+    source, folder = resolve_source(model_id)
     kw = _quantization_kwargs(dict(kw))
     kw["dtype"] = dtype
     placed = "device_map" in kw  # accelerate places the weights itself

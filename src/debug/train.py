@@ -103,6 +103,9 @@ class TrainConfig:
         layers, hidden, heads, kv_heads, intermediate, max_positions: Qwen3 architecture (intermediate None:
             4 * hidden).
         init: Starting weights, `"transformers"` or `"torch"` (`build_decoder` says what each is).
+        start_from: A trained model (`embedded:<name>` or a saved folder) to start from instead of fresh
+            weights, grown to `layers`, `hidden` and `heads` without changing what it computes
+            (`debug.grow.grow_decoder`); its new weights start as `init="torch"` would make them.
         mix: Training data sources (after the curriculum's stages, if any).
         curriculum: Stages trained in order from step 1, each on its own mix, before `mix` takes over
             (`debug.train_data.Curriculum`).
@@ -120,7 +123,7 @@ class TrainConfig:
         bf16: Run the training forward under bfloat16 autocast (CUDA only; changes the weights).
     """
 
-    name: str = "binder"
+    name: str = "binder-4l"
     seed: int = 0
     steps: int = 40_000
     batch_size: int = 64
@@ -134,6 +137,7 @@ class TrainConfig:
     intermediate: int | None = None
     max_positions: int = 512
     init: str = "torch"
+    start_from: str | None = None
     mix: tuple[DataSource, ...] = DEFAULT_MIX
     curriculum: tuple[Stage, ...] = DEFAULT_CURRICULUM
     line_targets: bool = False
@@ -148,9 +152,20 @@ class TrainConfig:
     bf16: bool = False
 
 
-#: Named configurations: `tiny` runs in seconds (tests), `default` is the shipped recipe.
+#: Named configurations: `tiny` runs in seconds (tests); `default` then `grow` is the shipped recipe: the
+#: 4-layer run from scratch, then the same model grown to 6 layers and trained on (README, "Growing").
 PRESETS: dict[str, TrainConfig] = {
     "default": TrainConfig(),
+    "grow": TrainConfig(
+        name="binder",
+        start_from="embedded:binder-4l",
+        layers=6,
+        steps=6000,
+        lr=3e-4,
+        warmup=200,
+        curriculum=(),
+        checkpoints=(),
+    ),
     "tiny": TrainConfig(
         name="tiny",
         steps=12,
@@ -244,7 +259,9 @@ def build_decoder(
 
 
 def build_model(config: TrainConfig, tokenizer: Any) -> Any:
-    """A freshly initialised embedded-model decoder for `config` (seeded by the caller)."""
+    """The decoder `config` starts training from (seeded by the caller): fresh, or `start_from` grown."""
+    if config.start_from is not None:
+        return _grown_start(config.start_from, config, tokenizer)
     return build_decoder(
         tokenizer,
         layers=config.layers,
@@ -254,6 +271,26 @@ def build_model(config: TrainConfig, tokenizer: Any) -> Any:
         intermediate=config.intermediate,
         max_positions=config.max_positions,
         init=config.init,
+    )
+
+
+def _grown_start(start_from: str, config: TrainConfig, tokenizer: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    from debug.grow import grow_decoder
+    from debug.models import ModelNotAvailableError, resolve_source
+
+    try:
+        source, local = resolve_source(start_from)
+    except ModelNotAvailableError as err:
+        raise ValueError(f"start_from: {err}") from None
+    if local is None:
+        raise ValueError(f"start_from takes embedded:<name> or a saved model folder; got {start_from!r}")
+    if config.kv_heads != config.heads or config.intermediate not in (None, 4 * config.hidden):
+        raise ValueError("start_from grows to kv_heads = heads and an MLP of 4 x hidden; drop those settings")
+    model = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True)
+    return grow_decoder(
+        model, layers=config.layers, hidden=config.hidden, heads=config.heads, tokenizer=tokenizer
     )
 
 

@@ -27,6 +27,7 @@ VALUE_FLAGS = (
     "hidden",
     "heads",
     "init",
+    "start_from",
     "eval_every",
     "eval_per_hop",
 )
@@ -53,6 +54,11 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int)
     parser.add_argument("--heads", type=int)
     parser.add_argument("--init", choices=INITS, help="starting weights (see debug.train.build_decoder)")
+    parser.add_argument(
+        "--start-from",
+        metavar="MODEL",
+        help="start from this trained model, grown to --layers/--hidden/--heads",
+    )
     parser.add_argument(
         "--line-targets", action="store_true", default=None, help="also train every line's value (dense)"
     )

@@ -48,13 +48,37 @@ def read_history(folder: str | Path) -> dict[str, Any]:
 
 
 def default_checkpoints() -> list[str]:
-    """The default model and the checkpoints its run saved, as embedded names in step order."""
+    """The default model and the checkpoints its run saved, as embedded names in step order.
+
+    A run that started from a trained model (`TrainConfig.start_from`) continues that model's run, so its
+    checkpoints come first, and theirs before them.
+    """
     from debug import DEFAULT_MODEL
     from debug.models import EMBEDDED
 
-    run = read_history(EMBEDDED[DEFAULT_MODEL])
-    saved = [f"embedded:{ck_name}" for _, ck_name in run["config"]["checkpoints"]]
-    return [model_id for model_id in saved if model_id in EMBEDDED] + [DEFAULT_MODEL]
+    def lineage(model_id: str) -> list[str]:
+        config = read_history(EMBEDDED[model_id])["config"]
+        start = config.get("start_from")
+        before = lineage(start) if start in EMBEDDED else []
+        saved = [f"embedded:{ck_name}" for _, ck_name in config["checkpoints"]]
+        return before + [m for m in saved if m in EMBEDDED and m not in before] + [model_id]
+
+    return lineage(DEFAULT_MODEL)
+
+
+def whole_run(record: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """The steps trained before a checkpoint's run began, and the evaluation history of the whole run.
+
+    A run started from a trained model (`start_from`) counts its steps on from that model's and carries its
+    history before its own; a run from scratch starts at 0 with its own history.
+    """
+    start = record["config"].get("start_from")
+    if not start:
+        return 0, record["history"]
+    parent = read_history(_folder(start))
+    offset, history = whole_run(parent)
+    offset += parent["step"]
+    return offset, history + [row | {"step": row["step"] + offset} for row in record["history"]]
 
 
 def _folder(model_id: str) -> Path:
@@ -198,15 +222,19 @@ def training_report(
     if not models:
         raise ValueError("train-report needs at least one checkpoint (embedded:<name> or a folder)")
     # Read first, so a bad name fails now, not after minutes of measuring the others.
-    records = sorted(((read_history(_folder(m)), m) for m in models), key=lambda pair: pair[0]["step"])
+    records = []
+    for model_id in models:
+        record = read_history(_folder(model_id))
+        offset, history = whole_run(record)
+        records.append((offset + record["step"], model_id, record, history))
+    records.sort(key=lambda entry: entry[0])
     measured = []
-    for record, model_id in records:
+    for step, model_id, _, _ in records:
         log(f"measuring {model_id}")
         ck = measure_checkpoint(model_id, per_hop=per_hop, pairs=pairs, num_hops=num_hops)
-        measured.append({"step": record["step"], **ck})
-    last = records[-1][0]
-    history = last["history"]
-    stages = curriculum_stages(last["config"])
+        measured.append({"step": step, **ck})
+    _, _, last, history = records[-1]
+    stages = curriculum_stages(records[0][2]["config"])  # the first run's: a grown run has none of its own
     document = {
         "config": last["config"],
         "curriculum": stages,
