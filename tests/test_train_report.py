@@ -97,4 +97,10 @@ def test_cli_names_the_fix_for_a_folder_train_did_not_write(
 def test_default_is_the_default_models_run() -> None:
     if "embedded:binder" not in models.EMBEDDED:
         pytest.skip("embedded model not trained yet")
-    assert default_checkpoints() == ["embedded:binder-early", "embedded:binder-mid", "embedded:binder"]
+    # The default model was grown from binder-4l (`start_from`): that run's checkpoints come first.
+    assert default_checkpoints() == [
+        "embedded:binder-early",
+        "embedded:binder-mid",
+        "embedded:binder-4l",
+        "embedded:binder",
+    ]
