@@ -153,13 +153,13 @@ class TrainConfig:
 
 
 #: Named configurations: `tiny` runs in seconds (tests); `default` then `grow` is the shipped recipe: the
-#: 4-layer run from scratch, then the same model grown to 6 layers and trained on (README, "Growing").
+#: 4-layer run from scratch, then the same model grown to 8 layers and trained on (README, "Growing").
 PRESETS: dict[str, TrainConfig] = {
     "default": TrainConfig(),
     "grow": TrainConfig(
         name="binder",
         start_from="embedded:binder-4l",
-        layers=6,
+        layers=8,
         steps=6000,
         lr=3e-4,
         warmup=200,
