@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -417,3 +418,18 @@ def test_line_targets_recipe_trains_and_is_recorded(tmp_path: Path) -> None:
     assert record["step"] == TINY.steps and record["config"]["line_targets"] is True
     assert record["history"] == result.history
     assert "--line-targets" in (result.saved["tiny"] / "MODEL_CARD.md").read_text()
+
+
+def test_lr_floor_sets_where_the_cosine_ends(tmp_path: Path) -> None:
+    def rates(floor: float) -> list[float]:
+        lines: list[str] = []
+        config = dataclasses.replace(TINY, steps=8, warmup=2, lr=1e-3, lr_floor=floor, log_every=1)
+        train(config, log=lines.append)
+        return [float(re.search(r" lr (\S+) ", line).group(1)) for line in lines if line.startswith("step")]
+
+    constant, decayed = rates(1.0), rates(0.1)
+    assert constant[2:] == [1e-3] * len(constant[2:])  # after warmup the rate never moves
+    assert decayed[-1] == pytest.approx(1e-4, rel=0.05)  # the default: the cosine ends at 10% of lr
+    assert all(a >= b for a, b in zip(decayed[2:], decayed[3:]))
+    with pytest.raises(SystemExit, match="lr_floor is a fraction of lr, 0 to 1"):
+        main(["--preset", "tiny", "--out-dir", str(tmp_path), "--lr-floor", "1.5"])

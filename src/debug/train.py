@@ -97,7 +97,9 @@ class TrainConfig:
         seed: Seeds model init and the training-data stream.
         steps: Optimizer steps (the learning-rate schedule is laid out over these).
         batch_size: Programs per step.
-        lr: Peak AdamW learning rate (linear warmup, then cosine decay to 10%).
+        lr: Peak AdamW learning rate (linear warmup, then cosine decay to `lr_floor` of it).
+        lr_floor: The fraction of `lr` the cosine decays to by the last step (1.0: a constant rate after
+            warmup).
         warmup: Warmup steps.
         weight_decay: AdamW weight decay.
         layers, hidden, heads, kv_heads, intermediate, max_positions: Qwen3 architecture (intermediate None:
@@ -128,6 +130,7 @@ class TrainConfig:
     steps: int = 40_000
     batch_size: int = 64
     lr: float = 1e-3
+    lr_floor: float = 0.1
     warmup: int = 100
     weight_decay: float = 0.01
     layers: int = 4
@@ -375,7 +378,8 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
     if step < config.warmup:
         return (step + 1) / config.warmup
     progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    floor = config.lr_floor
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 #: Config keys that only steer one sitting of a run; a resume may change them, not the rest of the recipe.
@@ -437,6 +441,8 @@ def train(
     device = torch.device(resolve_device(config.device))
     # Recorded resolved: `auto` would replay on whatever the next machine has, and the device changes weights.
     config = dataclasses.replace(config, device=device.type)
+    if not 0.0 <= config.lr_floor <= 1.0:
+        raise ValueError(f"lr_floor is a fraction of lr, 0 to 1 (1: constant); got {config.lr_floor}")
     if config.bf16 and device.type != "cuda":
         raise ValueError("bf16 autocast is for CUDA only; drop --bf16 or use --device cuda")
     if config.threads:

@@ -23,6 +23,7 @@ VALUE_FLAGS = (
     "steps",
     "batch_size",
     "lr",
+    "lr_floor",
     "layers",
     "hidden",
     "heads",
@@ -50,6 +51,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--lr-floor", type=float, help="fraction of --lr the cosine ends at (1: constant)")
     parser.add_argument("--layers", type=int)
     parser.add_argument("--hidden", type=int)
     parser.add_argument("--heads", type=int)
