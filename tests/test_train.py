@@ -206,7 +206,8 @@ def test_a_run_can_start_from_a_trained_model_grown_deeper_and_wider(tmp_path: P
     assert grown.final_eval["by_hop"] == source.final_eval["by_hop"]
     trained = train(dataclasses.replace(config, steps=12), tmp_path, log=lambda _: None)
     card = (trained.saved["grown"] / "MODEL_CARD.md").read_text()
-    assert f"trained on from `{source.saved['tiny']}`" in card
+    assert f"Started from: `{source.saved['tiny']}`" in card
+    assert str(source.saved["tiny"]) not in card.split("## Training")[0]  # named once, in the Training list
     assert f"--start-from {source.saved['tiny']}" in reproduce_command(trained.config, 12)
     assert evaluate(trained.model, trained.tokenizer, eval_programs(4))["n"] == 16
 

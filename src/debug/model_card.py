@@ -155,7 +155,7 @@ def model_card(
         "\n".join(f"- step {h['step']} ({h['seconds']} s): {json.dumps(h)}" for h in history) or "- (none)"
     )
     origin = (
-        f"trained on from `{config.start_from}` (grown to this shape by `debug.grow`)"
+        "grown by `debug.grow` from a trained model (below) and trained on"
         if config.start_from
         else "trained from scratch"
     )

@@ -47,23 +47,28 @@ def read_history(folder: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def default_checkpoints() -> list[str]:
-    """The default model and the checkpoints its run saved, as embedded names in step order.
+def lineage(model_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """(model id, `training_history.json` record) of every run a checkpoint continues, oldest first.
 
-    A run that started from a trained model (`TrainConfig.start_from`) continues that model's run, so its
-    checkpoints come first, and theirs before them.
+    A run that started from a trained model (`TrainConfig.start_from`) continues that model's run, and so on
+    back to a run from scratch; the checkpoint's own run comes last.
     """
+    chain = [(model_id, read_history(_folder(model_id)))]
+    while start := chain[0][1]["config"].get("start_from"):
+        chain.insert(0, (start, read_history(_folder(start))))
+    return chain
+
+
+def default_checkpoints() -> list[str]:
+    """The default model and the checkpoints its runs saved, as embedded names in step order."""
     from debug import DEFAULT_MODEL
     from debug.models import EMBEDDED
 
-    def lineage(model_id: str) -> list[str]:
-        config = read_history(EMBEDDED[model_id])["config"]
-        start = config.get("start_from")
-        before = lineage(start) if start in EMBEDDED else []
-        saved = [f"embedded:{ck_name}" for _, ck_name in config["checkpoints"]]
-        return before + [m for m in saved if m in EMBEDDED and m not in before] + [model_id]
-
-    return lineage(DEFAULT_MODEL)
+    names: list[str] = []
+    for model_id, record in lineage(DEFAULT_MODEL):
+        saved = [f"embedded:{ck_name}" for _, ck_name in record["config"]["checkpoints"]]
+        names += [m for m in saved if m in EMBEDDED and m not in names] + [model_id]
+    return names
 
 
 def whole_run(record: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
@@ -73,11 +78,11 @@ def whole_run(record: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
     history before its own; a run from scratch starts at 0 with its own history.
     """
     start = record["config"].get("start_from")
-    if not start:
-        return 0, record["history"]
-    parent = read_history(_folder(start))
-    offset, history = whole_run(parent)
-    offset += parent["step"]
+    before = lineage(start) if start else []
+    offset, history = 0, []
+    for _, earlier in before:
+        history += [row | {"step": row["step"] + offset} for row in earlier["history"]]
+        offset += earlier["step"]
     return offset, history + [row | {"step": row["step"] + offset} for row in record["history"]]
 
 
