@@ -136,7 +136,7 @@ def test_default_recipe_is_small_enough() -> None:
     from debug.tokenizer import build_char_tokenizer
 
     total = 0
-    for preset in ("default", "grow"):  # the shipped recipe: the 4-layer run, then its model grown
+    for preset in ("default", "grow-8", "grow-12"):  # the shipped recipe: 4 layers, then grown twice
         config: TrainConfig = dataclasses.replace(PRESETS[preset], start_from=None)  # the shape alone
         model = build_model(config, build_char_tokenizer())
         shipped = len(config.checkpoints) + 1  # the named copies and the final model, float32 each
@@ -173,7 +173,14 @@ def test_stop_after_replays_a_run_cut_short(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "model_id", ["embedded:binder-early", "embedded:binder-mid", "embedded:binder-4l", "embedded:binder"]
+    "model_id",
+    [
+        "embedded:binder-early",
+        "embedded:binder-mid",
+        "embedded:binder-4l",
+        "embedded:binder-8l",
+        "embedded:binder",
+    ],
 )
 def test_shipped_model_card_states_the_measured_accuracy(model_id: str) -> None:
     import re

@@ -68,8 +68,11 @@ def test_a_grown_run_continues_the_step_count_and_history_of_its_start(tiny_run,
         start_from=str(tiny_run["tiny"]),
     )
     folder = train(grown, tmp_path / "grown", log=lambda _: None).saved["tiny-grown"]
+    # Grown twice: the chain is followed back through both starts.
+    again = dataclasses.replace(grown, name="tiny-grown-2", layers=3, steps=2, start_from=str(folder))
+    last = train(again, tmp_path / "grown-2", log=lambda _: None).saved["tiny-grown-2"]
     training_report(
-        [str(folder), str(tiny_run["tiny-early"]), str(tiny_run["tiny"])],
+        [str(last), str(folder), str(tiny_run["tiny-early"]), str(tiny_run["tiny"])],
         tmp_path,
         per_hop=1,
         pairs=1,
@@ -77,9 +80,9 @@ def test_a_grown_run_continues_the_step_count_and_history_of_its_start(tiny_run,
         log=lambda _: None,
     )
     doc = json.loads((tmp_path / "train_report.json").read_text())
-    assert [ck["step"] for ck in doc["checkpoints"]] == [4, 12, 16]
-    assert [ck["model"] for ck in doc["checkpoints"]][-1] == str(folder)
-    assert [row["step"] for row in doc["history"]] == [4, 8, 12, 14, 16]
+    assert [ck["step"] for ck in doc["checkpoints"]] == [4, 12, 16, 18]
+    assert [ck["model"] for ck in doc["checkpoints"]][-2:] == [str(folder), str(last)]
+    assert [row["step"] for row in doc["history"]] == [4, 8, 12, 14, 16, 18]
     assert doc["curriculum"] == [{"first": 1, "last": 3, "lines": [2, 2]}]  # the first run's
 
 
@@ -97,10 +100,11 @@ def test_cli_names_the_fix_for_a_folder_train_did_not_write(
 def test_default_is_the_default_models_run() -> None:
     if "embedded:binder" not in models.EMBEDDED:
         pytest.skip("embedded model not trained yet")
-    # The default model was grown from binder-4l (`start_from`): that run's checkpoints come first.
+    # The default model was grown from binder-8l, itself from binder-4l (`start_from`): earlier runs first.
     assert default_checkpoints() == [
         "embedded:binder-early",
         "embedded:binder-mid",
         "embedded:binder-4l",
+        "embedded:binder-8l",
         "embedded:binder",
     ]
