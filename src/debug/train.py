@@ -158,28 +158,22 @@ class TrainConfig:
 #: Named configurations: `tiny` runs in seconds (tests). The shipped recipe is three runs, each continuing
 #: the last one's model (README, "Growing"): `default` trains 4 layers from scratch (`binder-4l`), `grow-8`
 #: grows that to 8 layers (`binder-8l`), `grow-12` grows that to 12 at a constant rate (`binder`).
+_GROW_8 = TrainConfig(
+    name="binder-8l",
+    start_from="embedded:binder-4l",
+    layers=8,
+    steps=6000,
+    lr=3e-4,
+    warmup=200,
+    curriculum=(),
+    checkpoints=(),
+)
 PRESETS: dict[str, TrainConfig] = {
     "default": TrainConfig(),
-    "grow-8": TrainConfig(
-        name="binder-8l",
-        start_from="embedded:binder-4l",
-        layers=8,
-        steps=6000,
-        lr=3e-4,
-        warmup=200,
-        curriculum=(),
-        checkpoints=(),
-    ),
-    "grow-12": TrainConfig(
-        name="binder",
-        start_from="embedded:binder-8l",
-        layers=12,
-        steps=6000,
-        lr=3e-4,
-        lr_floor=1.0,
-        warmup=200,
-        curriculum=(),
-        checkpoints=(),
+    "grow-8": _GROW_8,
+    # The same continuation one growth further, without the decay.
+    "grow-12": dataclasses.replace(
+        _GROW_8, name="binder", start_from="embedded:binder-8l", layers=12, lr_floor=1.0
     ),
     "tiny": TrainConfig(
         name="tiny",
