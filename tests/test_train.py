@@ -183,7 +183,6 @@ def test_stop_after_replays_a_run_cut_short(tmp_path: Path) -> None:
     ],
 )
 def test_shipped_model_card_states_the_measured_accuracy(model_id: str) -> None:
-
     from debug.train import eval_programs, evaluate
 
     if model_id not in models.EMBEDDED:
