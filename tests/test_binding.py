@@ -48,7 +48,10 @@ def trace_chain(text: str) -> tuple[list[str], list[int]]:
 def test_interpreter_agrees_and_metadata_is_the_true_chain(seq_len, seed, style, data):
     seq_len = min(seq_len, 26) if style == "spaced" else seq_len
     num_hops = data.draw(st.one_of(st.none(), st.integers(1, min(seq_len, 6))))
-    program = make_variable_binding_program(seq_len, random.Random(seed), num_hops, style=style)
+    reassign = data.draw(st.floats(0, 1)) if style == "paper" else 0.0
+    program = make_variable_binding_program(
+        seq_len, random.Random(seed), num_hops, style=style, reassign=reassign
+    )
     meta = program.metadata
     assert run_python(program.text)[meta["answer_var"]] == program.answer
     assert isinstance(program.answer, int) and 0 <= program.answer <= 9
@@ -136,6 +139,8 @@ def test_copy_line_1_scores_near_chance_not_81_percent():
         ({"seq_len": 3, "num_hops": 4}, "1 <= num_hops <= 3"),
         ({"seq_len": 3, "style": "compact"}, "style must be one of"),
         ({"seq_len": 3, "max_hops": 0}, "1 <= max_hops <= 26"),
+        ({"seq_len": 3, "reassign": 1.5}, "reassign must be in [0, 1]"),
+        ({"seq_len": 3, "reassign": 0.5, "style": "spaced"}, "reassign needs style='paper'"),
     ],
 )
 def test_out_of_range_requests_name_the_valid_range(kwargs, message):
@@ -152,3 +157,19 @@ def test_max_hops_knob_caps_sampled_depth():
 def test_numpy_integer_knobs_are_accepted():
     program = make_variable_binding_program(np.int64(8), np.random.RandomState(0), np.int64(3))
     assert program.metadata["hops"] == 3 and program.metadata["seq_len"] == 8
+
+
+def _chain_reassignments(program) -> int:
+    """Lines off the chain that assign one of the chain's names."""
+    lhs = [line[0] for line in program.text.split("\n")[:-1]]
+    chain_lines = set(program.metadata["chain_lines"])
+    return sum(name in program.metadata["chain"] for i, name in enumerate(lhs, 1) if i not in chain_lines)
+
+
+def test_reassign_knob_puts_the_chain_names_on_distractor_lines():
+    plain = [make_variable_binding_program(16, random.Random(s), 3) for s in range(200)]
+    hard = [make_variable_binding_program(16, random.Random(s), 3, reassign=0.5) for s in range(200)]
+    # 13 distractor lines; a chain name comes up about 3/26 of the time at 0 and about half the time at 0.5.
+    assert sum(map(_chain_reassignments, plain)) / (200 * 13) < 0.2
+    assert sum(map(_chain_reassignments, hard)) / (200 * 13) > 0.4
+    assert plain == [make_variable_binding_program(16, random.Random(s), 3, reassign=0.0) for s in range(200)]

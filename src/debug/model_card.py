@@ -3,7 +3,8 @@
 `save_embedded` writes `config.json`, `model.safetensors`, the tokenizer files, `MODEL_CARD.md` and
 `training_history.json` (the machine-readable record `debug train-report` reads); the card
 states the config, data mix, steps, seed, wall time, hardware, the held-out accuracy by hop beside the
-heuristic baselines, and the exact `debug train` command that replays the run.
+heuristic baselines, and the exact `debug train` command that replays the run. `resave` writes a saved model
+again under another name, its card and history regenerated to match.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from debug.train import EVAL_BASE_SEED, PRESETS, TrainConfig
+from debug.train import EVAL_BASE_SEED, PRESETS, TrainConfig, config_from_dict
 from debug.train_data import stage_spans
 
 #: Written next to every saved checkpoint: its step, the run's config and evaluations so far (read by
@@ -48,6 +49,40 @@ def save_embedded(
     record = {"name": name, "step": step, "seconds": round(seconds, 1), "config": asdict(config)}
     (folder / HISTORY_FILE).write_text(json.dumps(record | {"history": history}, indent=1))
     return folder
+
+
+def resave(folder: str | Path, out_dir: str | Path, name: str, *, start_from: str | None = None) -> Path:
+    """Save the model in `folder` again as `out_dir/name/`: the same weights under a new name.
+
+    Renaming a shipped model means more than moving its folder: its card, `config.json` and training history
+    carry the name, and a model grown from it names it in `start_from`. This reloads the weights, re-runs the
+    held-out evaluation (deterministic, so the card's table comes out the same) and writes everything again
+    through `save_embedded`. `start_from` replaces the recorded start, for a model whose starting weights were
+    themselves renamed since. The step, wall time and evaluation history are the recorded ones.
+    """
+    from debug import models
+    from debug.train import eval_programs, evaluate
+
+    path = Path(folder) / HISTORY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: resave takes a model folder written by `debug train`")
+    record = json.loads(path.read_text())
+    config = dataclasses.replace(config_from_dict(record["config"]), name=name)
+    if start_from is not None:
+        config = dataclasses.replace(config, start_from=start_from)
+    loaded = models.load(str(folder))
+    evaluation = evaluate(loaded.model, loaded.tokenizer, eval_programs(config.eval_per_hop))
+    return save_embedded(
+        loaded.model,
+        loaded.tokenizer,
+        Path(out_dir),
+        name,
+        config,
+        record["step"],
+        record["seconds"],
+        evaluation,
+        record["history"],
+    )
 
 
 def _hardware(device: str = "cpu") -> str:

@@ -399,7 +399,12 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --resume takes a run folder written with --save-every")
-    raw = json.loads(path.read_text())
+    return config_from_dict(json.loads(path.read_text()))
+
+
+def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    """The `TrainConfig` that `dataclasses.asdict` made `raw` (as run folders and histories store it)."""
+    raw = dict(raw)
     raw["mix"] = _sources(raw["mix"])
     raw["curriculum"] = tuple(Stage(st["steps"], _sources(st["mix"])) for st in raw.get("curriculum", ()))
     raw["checkpoints"] = tuple(tuple(c) for c in raw["checkpoints"])

@@ -40,6 +40,7 @@ def make_variable_binding_program(
     style: str = "paper",
     max_hops: int = 4,
     p_constant: float = 0.5,
+    reassign: float = 0.0,
 ) -> Program:
     """Generate one variable binding program whose answer is a single digit.
 
@@ -53,6 +54,11 @@ def make_variable_binding_program(
             fresh variable).
         max_hops: Largest depth sampled when `num_hops` is None (default 4, as in the paper).
         p_constant: Probability that a distractor line assigns a constant rather than a variable.
+        reassign: Probability that a distractor line re-assigns one of the chain's variables where that
+            leaves the answer alone (before the chain line that sets it, or after the line that reads it)
+            instead of a name drawn from all 26. Paper style only. Such lines are the hard negatives of a
+            model that reads the wrong assignment of a re-assigned name; at 0 (the default) the chain's
+            names come up only as often as any other, and the random stream is the one without the knob.
 
     Returns:
         A `Program` whose metadata holds: answer_var and query_var (the queried variable), hops, chain
@@ -73,6 +79,10 @@ def make_variable_binding_program(
         num_hops = check_int(_NAME, "num_hops", num_hops, 1, min(seq_len, 26))
     if not 0.0 <= p_constant <= 1.0:
         raise ValueError(f"{_NAME}: p_constant must be in [0, 1]; got {p_constant!r}")
+    if not 0.0 <= reassign <= 1.0:
+        raise ValueError(f"{_NAME}: reassign must be in [0, 1]; got {reassign!r}")
+    if reassign and spaced:
+        raise ValueError(f"{_NAME}: reassign needs style='paper' (the spaced style never re-assigns)")
 
     r = as_random(rng)
     rand = r.random
@@ -83,7 +93,7 @@ def make_variable_binding_program(
     if spaced:
         lines, chain_vars = _spaced_lines(seq_len, r, chain_lines, root_value, p_constant)
     else:
-        lines, chain_vars = _paper_lines(seq_len, r, chain_lines, root_value, p_constant)
+        lines, chain_vars = _paper_lines(seq_len, r, chain_lines, root_value, p_constant, reassign)
     query = chain_vars[-1]
     lines.append(f"#{query}:")
     metadata = {
@@ -102,7 +112,7 @@ def make_variable_binding_program(
 
 
 def _paper_lines(
-    seq_len: int, r: Any, chain_lines: list[int], root_value: int, p_constant: float
+    seq_len: int, r: Any, chain_lines: list[int], root_value: int, p_constant: float, reassign: float
 ) -> tuple[list[str], list[str]]:
     """Lines `v=x` with re-assignment; a chain variable is protected only while its value is still needed."""
     rand = r.random
@@ -127,9 +137,14 @@ def _paper_lines(
             rhs = str(root_value) if next_chain == 0 else chain_vars[next_chain - 1]
             next_chain += 1
         else:
-            lhs = _VARS[int(rand() * 26)]
-            while lhs == protected[i]:
+            # `reassign and ...` draws nothing at 0, so the default programs stay as they were.
+            free = [v for v in chain_vars if v != protected[i]] if reassign and rand() < reassign else []
+            if free:
+                lhs = free[int(rand() * len(free))]
+            else:
                 lhs = _VARS[int(rand() * 26)]
+                while lhs == protected[i]:
+                    lhs = _VARS[int(rand() * 26)]
             rhs = _distractor_rhs(rand, lhs, defined, p_constant)
         lines.append(f"{lhs}={rhs}")
         if lhs not in seen:
