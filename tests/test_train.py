@@ -431,7 +431,7 @@ def test_lr_floor_sets_where_the_cosine_ends(tmp_path: Path) -> None:
         lines: list[str] = []
         config = dataclasses.replace(TINY, steps=8, warmup=2, lr=1e-3, lr_floor=floor, log_every=1)
         train(config, log=lines.append)
-        return [float(re.search(r" lr (\S+) ", line).group(1)) for line in lines if line.startswith("step")]
+        return _logged_rates(lines)
 
     constant, decayed = rates(1.0), rates(0.1)
     assert constant[2:] == [1e-3] * len(constant[2:])  # after warmup the rate never moves
@@ -439,3 +439,47 @@ def test_lr_floor_sets_where_the_cosine_ends(tmp_path: Path) -> None:
     assert all(a >= b for a, b in zip(decayed[2:], decayed[3:]))
     with pytest.raises(SystemExit, match="lr_floor is a fraction of lr, 0 to 1"):
         main(["--preset", "tiny", "--out-dir", str(tmp_path), "--lr-floor", "1.5"])
+
+
+def _logged_rates(lines: list[str]) -> list[float]:
+    return [float(re.search(r" lr (\S+) ", line).group(1)) for line in lines if line.startswith("step")]
+
+
+def test_decay_steps_hold_the_rate_then_decay_at_the_end(tmp_path: Path) -> None:
+    lines: list[str] = []
+    config = dataclasses.replace(TINY, steps=12, warmup=2, lr=1e-3, lr_floor=0.0, decay_steps=4, log_every=1)
+    train(config, log=lines.append)
+    rates = _logged_rates(lines)
+    assert rates[2:8] == [1e-3] * 6  # constant from warmup until the last 4 steps
+    assert all(a > b for a, b in zip(rates[7:], rates[8:]))
+    assert rates[-1] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(SystemExit, match=re.escape("decay_steps must be 0 to steps - warmup (10)")):
+        main(["--preset", "tiny", "--out-dir", str(tmp_path), "--decay-steps", "11"])
+
+
+def test_a_constant_rate_run_resumed_with_a_decay_equals_that_run_in_one_go(tmp_path: Path) -> None:
+    constant = dataclasses.replace(TINY, steps=8, lr_floor=1.0)
+    train(constant, log=lambda _: None, run_dir=tmp_path / "run", save_every=4)  # ends at step 8, saved
+    longer = dataclasses.replace(constant, steps=12, decay_steps=4, lr_floor=0.0)
+    in_one_go = _weights(train(longer, log=lambda _: None).model)
+    main(
+        ["--resume", str(tmp_path / "run"), "--out-dir", str(tmp_path), "--steps", "12"]
+        + ["--decay-steps", "4", "--lr-floor", "0"]
+    )
+    resumed = _weights(models.load(str(tmp_path / "tiny")).model)
+    assert all(torch.equal(resumed[k], in_one_go[k]) for k in in_one_go)
+    card = (tmp_path / "tiny" / "MODEL_CARD.md").read_text()
+    assert "Steps: 12 of 12" in card and "--decay-steps 4" in card and "--lr-floor 0.0" in card
+    models.unload(str(tmp_path / "tiny"))
+
+
+def test_a_resume_may_not_change_the_rate_of_steps_already_trained(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(dataclasses.replace(TINY, stop_after=6), log=lambda _: None, run_dir=run, save_every=3)
+    stored = (run / "config.json").read_text()
+    # TINY decays over all its steps: a longer schedule would have given steps 1-6 other rates.
+    with pytest.raises(SystemExit, match="changes the learning rate of steps already trained"):
+        main(["--resume", str(run), "--out-dir", str(tmp_path), "--steps", "20"])
+    assert (run / "config.json").read_text() == stored  # the refused resume left the run as it was
+    with pytest.raises(SystemExit, match="drop --lr$"):
+        main(["--resume", str(run), "--out-dir", str(tmp_path), "--lr", "0.1"])

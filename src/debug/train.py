@@ -100,6 +100,9 @@ class TrainConfig:
         lr: Peak AdamW learning rate (linear warmup, then cosine decay to `lr_floor` of it).
         lr_floor: The fraction of `lr` the cosine decays to by the last step (1.0: a constant rate after
             warmup).
+        decay_steps: How many of the last steps the cosine takes; the rate holds at `lr` from warmup until
+            then (0: the cosine takes every step after warmup). A run saved with `--save-every` at a constant
+            rate can be resumed with more `steps` and a decay at the end (`train`, `resume`).
         warmup: Warmup steps.
         weight_decay: AdamW weight decay.
         layers, hidden, heads, kv_heads, intermediate, max_positions: Qwen3 architecture (intermediate None:
@@ -131,6 +134,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     lr_floor: float = 0.1
+    decay_steps: int = 0
     warmup: int = 100
     weight_decay: float = 0.01
     layers: int = 4
@@ -383,15 +387,26 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
 
     if step < config.warmup:
         return (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    decay_start = config.steps - config.decay_steps if config.decay_steps else config.warmup
+    progress = (step - decay_start) / max(1, config.steps - decay_start)
     floor = config.lr_floor
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+
+def _same_rates(a: TrainConfig, b: TrainConfig, steps: int) -> bool:
+    """Whether two schedules give the same learning rate for the first `steps` optimizer steps."""
+    import math
+
+    return all(math.isclose(_lr_factor(s, a), _lr_factor(s, b), rel_tol=1e-12) for s in range(steps + 1))
 
 
 #: Config keys that only steer one sitting of a run; a resume may change them, not the rest of the recipe.
 RUNTIME_KEYS = ("max_minutes", "stop_after", "threads", "log_every")
 #: Config keys a resume may extend without changing the weights: named copies saved along the way.
 ADDABLE_KEYS = ("checkpoints",)
+#: Config keys of the learning-rate schedule: a resume may change them where the steps already trained keep
+#: their rates (a constant-rate run lengthened, or given a decay at its end).
+SCHEDULE_KEYS = ("steps", "lr_floor", "decay_steps")
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:
@@ -454,6 +469,8 @@ def train(
     config = dataclasses.replace(config, device=device.type)
     if not 0.0 <= config.lr_floor <= 1.0:
         raise ValueError(f"lr_floor is a fraction of lr, 0 to 1 (1: constant); got {config.lr_floor}")
+    if not 0 <= config.decay_steps <= (most := max(0, config.steps - config.warmup)):
+        raise ValueError(f"decay_steps must be 0 to steps - warmup ({most}); got {config.decay_steps}")
     if config.bf16 and device.type != "cuda":
         raise ValueError("bf16 autocast is for CUDA only; drop --bf16 or use --device cuda")
     if config.threads:
@@ -498,8 +515,13 @@ def train(
                 )
             if not set(stored.checkpoints) <= set(config.checkpoints):
                 raise ValueError(f"a resume may add checkpoints, not drop those stored in {run_path}")
-            (run_path / "config.json").write_text(json.dumps(asdict(config), indent=1))
             state = load_resume_state(run_path, model)
+            if not _same_rates(stored, config, state["step"]):
+                raise ValueError(
+                    f"the new schedule changes the learning rate of steps already trained in {run_path}; "
+                    "only a constant-rate stretch may be lengthened or end in a decay (--decay-steps)"
+                )
+            (run_path / "config.json").write_text(json.dumps(asdict(config), indent=1))
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             stream.restore(state["step"], state["data_rng"])
@@ -596,7 +618,7 @@ def train(
 
 def _recipe(config: TrainConfig) -> dict[str, Any]:
     # Compared through JSON so tuples and the lists that config.json gives back compare equal.
-    fixed = {k: v for k, v in asdict(config).items() if k not in RUNTIME_KEYS + ADDABLE_KEYS}
+    fixed = {k: v for k, v in asdict(config).items() if k not in RUNTIME_KEYS + ADDABLE_KEYS + SCHEDULE_KEYS}
     return json.loads(json.dumps(fixed))
 
 

@@ -1,7 +1,8 @@
 """`debug train`: the command line over `debug.train.train`.
 
 Every recipe field the command line can set is named once here (`VALUE_FLAGS`, `SWITCHES`): `config_from_args`
-applies them to a preset, `resume_config` refuses them on `--resume` (the run folder holds the recipe), and
+applies them to a preset, `resume_config` refuses them on `--resume` (the run folder holds the recipe) except
+the schedule's (`SCHEDULE_KEYS`, where the steps already trained keep their rates), and
 `debug.model_card.reproduce_command` writes them back out as the command that replays a saved model.
 """
 
@@ -14,7 +15,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from debug.train import INITS, PRESETS, RUNTIME_KEYS, TrainConfig, load_run_config, short_eval, train
+from debug.train import (
+    INITS,
+    PRESETS,
+    RUNTIME_KEYS,
+    SCHEDULE_KEYS,
+    TrainConfig,
+    load_run_config,
+    short_eval,
+    train,
+)
 
 #: `TrainConfig` fields set by `--flag VALUE` (underscores become dashes on the command line).
 VALUE_FLAGS = (
@@ -24,6 +34,7 @@ VALUE_FLAGS = (
     "batch_size",
     "lr",
     "lr_floor",
+    "decay_steps",
     "layers",
     "hidden",
     "heads",
@@ -52,6 +63,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--lr-floor", type=float, help="fraction of --lr the cosine ends at (1: constant)")
+    parser.add_argument(
+        "--decay-steps", type=int, help="the cosine takes only the last N steps (constant rate before)"
+    )
     parser.add_argument("--layers", type=int)
     parser.add_argument("--hidden", type=int)
     parser.add_argument("--heads", type=int)
@@ -112,9 +126,11 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
     """The config stored in `--resume DIR`, with only the per-sitting options of the command line applied.
 
     `--checkpoint STEP:NAME` may be given too: it adds a named copy at a step still ahead (saving one does not
-    change the weights), so a long run can keep the phase it turns out to show.
+    change the weights), so a long run can keep the phase it turns out to show. So may `--steps`,
+    `--lr-floor` and `--decay-steps`, where they leave the rates of the steps already trained alone: a
+    constant-rate run can be lengthened, or given a decay at its end, once its accuracy is known.
     """
-    recipe = ("preset", *VALUE_FLAGS, *SWITCHES, "device")
+    recipe = ("preset", *(k for k in VALUE_FLAGS if k not in SCHEDULE_KEYS), *SWITCHES, "device")
     extra = [
         k for k in recipe if getattr(args, k) is not None and (k != "preset" or args.preset != "default")
     ]
@@ -129,8 +145,10 @@ def resume_config(args: argparse.Namespace) -> TrainConfig:
     # The limits of the sitting that stopped do not carry over; the thread count does unless given.
     threads = args.threads if args.threads is not None else config.threads
     added = _checkpoints(args.checkpoint) if args.checkpoint else ()
+    schedule = {k: getattr(args, k) for k in SCHEDULE_KEYS if getattr(args, k) is not None}
     return dataclasses.replace(
         config,
+        **schedule,
         max_minutes=args.max_minutes,
         stop_after=args.stop_after,
         threads=threads,
