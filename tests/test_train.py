@@ -179,6 +179,7 @@ def test_stop_after_replays_a_run_cut_short(tmp_path: Path) -> None:
         "embedded:binder-mid",
         "embedded:binder-4l",
         "embedded:binder-8l",
+        "embedded:binder-12l",
         "embedded:binder",
     ],
 )

@@ -100,11 +100,12 @@ def test_cli_names_the_fix_for_a_folder_train_did_not_write(
 def test_default_is_the_default_models_run() -> None:
     if "embedded:binder" not in models.EMBEDDED:
         pytest.skip("embedded model not trained yet")
-    # The default model was grown from binder-8l, itself from binder-4l (`start_from`): earlier runs first.
+    # The default model was grown from binder-12l, from binder-8l, from binder-4l (`start_from`): oldest 1st.
     assert default_checkpoints() == [
         "embedded:binder-early",
         "embedded:binder-mid",
         "embedded:binder-4l",
         "embedded:binder-8l",
+        "embedded:binder-12l",
         "embedded:binder",
     ]

@@ -159,9 +159,10 @@ class TrainConfig:
     bf16: bool = False
 
 
-#: Named configurations: `tiny` runs in seconds (tests). The shipped recipe is three runs, each continuing
+#: Named configurations: `tiny` runs in seconds (tests). The shipped recipe is four runs, each continuing
 #: the last one's model (README, "Growing"): `default` trains 4 layers from scratch (`binder-4l`), `grow-8`
-#: grows that to 8 layers (`binder-8l`), `grow-12` grows that to 12 at a constant rate (`binder`).
+#: grows that to 8 layers (`binder-8l`), `grow-12` grows that to 12 at a constant rate (`binder-12l`) and
+#: `grow-16` that to 16 (`binder`).
 _GROW_8 = TrainConfig(
     name="binder-8l",
     start_from="embedded:binder-4l",
@@ -172,12 +173,23 @@ _GROW_8 = TrainConfig(
     curriculum=(),
     checkpoints=(),
 )
+_GROW_12 = dataclasses.replace(
+    _GROW_8, name="binder-12l", start_from="embedded:binder-8l", layers=12, lr_floor=1.0
+)
 PRESETS: dict[str, TrainConfig] = {
     "default": TrainConfig(),
     "grow-8": _GROW_8,
     # The same continuation one growth further, without the decay.
-    "grow-12": dataclasses.replace(
-        _GROW_8, name="binder", start_from="embedded:binder-8l", layers=12, lr_floor=1.0
+    "grow-12": _GROW_12,
+    # Once more, and the last 1,500 steps decay to 0 (a constant-rate run resumed with --decay-steps).
+    "grow-16": dataclasses.replace(
+        _GROW_12,
+        name="binder",
+        start_from="embedded:binder-12l",
+        layers=16,
+        steps=7500,
+        decay_steps=1500,
+        lr_floor=0.0,
     ),
     "tiny": TrainConfig(
         name="tiny",
