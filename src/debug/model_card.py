@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from debug.train import EVAL_BASE_SEED, PRESETS, TrainConfig, config_from_dict
+from debug.train import EVAL_BASE_SEED, PRESETS, TrainConfig, config_from_dict, eval_programs, evaluate
 from debug.train_data import stage_spans
 
 #: Written next to every saved checkpoint: its step, the run's config and evaluations so far (read by
@@ -61,7 +61,6 @@ def resave(folder: str | Path, out_dir: str | Path, name: str, *, start_from: st
     themselves renamed since. The step, wall time and evaluation history are the recorded ones.
     """
     from debug import models
-    from debug.train import eval_programs, evaluate
 
     path = Path(folder) / HISTORY_FILE
     if not path.is_file():
