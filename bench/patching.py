@@ -6,14 +6,14 @@
 For each model the same program pair and the same residual-stream cells are timed three ways:
 
 * per-cell: one nnsight trace per (layer, position), batch 1 — the usual loop (the seed's, TransformerLens');
-* sweep: `debug.causal_tracing.sweep(..., reuse_prefix=False)` — one cached counterfactual run, then batched
+* sweep: `debug.causal.sweep(..., reuse_prefix=False)` — one cached counterfactual run, then batched
   traces with rows = cells;
 * brute force: a plain forward over as many rows as there are cells, no patching, same chunking and
   `logits_to_keep=1` — the cost floor of the batched approach;
 * reuse_prefix: `sweep(..., reuse_prefix=True)` — cells ordered by position, each chunk run only from its
   first patched position on, over the unpatched run's key/value cache (about 8 chunks).
 
-Goals (issue 5): per-cell / sweep >= 100 at the Qwen3-0.6B shape, sweep / brute force <= 1.15.
+Goals: per-cell / sweep >= 100 at the Qwen3-0.6B shape, sweep / brute force <= 1.15.
 On a CPU the Qwen3-0.6B shape is too slow to sweep whole, so there the cells are every 9th layer x all
 positions of a 4-line program, and the per-cell loop runs on a sample of cells and is extrapolated; the
 printout says so. Timings do not depend on weight values, so the large model has random weights.
@@ -27,18 +27,20 @@ import sys
 import time
 from typing import Any
 
+import nnsight
 import numpy as np
 import torch
+from tabulate import tabulate
 
-from debug import DEFAULT_MODEL
-from debug.architectures import get_path, resolve_architecture
-from debug.causal_inputs import prepare_inputs
+from debug.causal.architectures import get_path, resolve_architecture
 
 # The per-cell loop reuses the engine's own counterfactual cache, so only the patching strategy differs.
-from debug.causal_tracing import _cache, _forward_kwargs, auto_batch_size, sweep
-from debug.models import LoadedModel, load
-from debug.seeds import binding_pair
+from debug.causal.engine import auto_batch_size, cache_counterfactual, forward_kwargs, sweep
+from debug.causal.inputs import prepare_inputs
+from debug.causal.pairs import binding_pair
+from debug.models import DEFAULT_MODEL, LoadedModel, load
 from debug.tokenizer import build_char_tokenizer
+from debug.train.model import build_decoder
 
 
 def _sync(device: torch.device) -> None:
@@ -49,8 +51,6 @@ def _sync(device: torch.device) -> None:
 def qwen3_06b_shape(dtype: torch.dtype, device: str) -> LoadedModel:
     """Qwen3-0.6B's decoder shape (28 layers, d1024, 16 heads, 8 KV heads, head_dim 128, MLP 3072), random
     weights, with the char tokenizer (the vocabulary size does not matter with logits_to_keep=1)."""
-    from debug.train import build_decoder
-
     tok = build_char_tokenizer()
     torch.manual_seed(0)
     with torch.device(device):
@@ -69,14 +69,12 @@ def qwen3_06b_shape(dtype: torch.dtype, device: str) -> LoadedModel:
 
 def per_cell_loop(loaded: LoadedModel, pair: Any, cells: list[tuple[int, int]]) -> tuple[float, np.ndarray]:
     """One nnsight trace per cell (batch 1): seconds and the logit differences."""
-    import nnsight
-
     model = loaded.model
     arch = resolve_architecture(model)
     nn = nnsight.NNsight(model)
-    kwargs = _forward_kwargs(model)
+    kwargs = forward_kwargs(model)
     layers = sorted({layer for layer, _ in cells})
-    cache, _ = _cache(nn, arch, "residual_stream", pair, layers, kwargs)
+    cache, _ = cache_counterfactual(nn, arch, "residual_stream", pair, layers, kwargs)
     device = model.get_input_embeddings().weight.device
     ids = pair.original_ids.to(device)[None]
     o_id, c_id = pair.answer.original_id, pair.answer.counterfactual_id
@@ -96,7 +94,7 @@ def per_cell_loop(loaded: LoadedModel, pair: Any, cells: list[tuple[int, int]]) 
 def brute_force(loaded: LoadedModel, ids: torch.Tensor, rows: int, batch_size: int) -> float:
     """Seconds for a plain forward over `rows` copies of the input, chunked like the sweep."""
     model = loaded.model
-    kwargs = _forward_kwargs(model)
+    kwargs = forward_kwargs(model)
     device = model.get_input_embeddings().weight.device
     ids = ids.to(device)
     _sync(device)
@@ -190,8 +188,6 @@ def bench_one(loaded: LoadedModel, args: argparse.Namespace, *, big: bool) -> di
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one table row per model."""
-    from tabulate import tabulate
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (GPU default)")

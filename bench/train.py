@@ -34,7 +34,7 @@ from tabulate import tabulate
 
 from debug.tokenizer import build_char_tokenizer
 from debug.train import DEFAULT_CURRICULUM, DEFAULT_MIX, PRESETS, DataSource, TrainConfig, train
-from debug.train_data import BatchStream, Curriculum
+from debug.train.data import BatchStream, Curriculum
 
 
 def stage_mixes(schedule: int) -> list[tuple[str, int, tuple[DataSource, ...]]]:

@@ -173,3 +173,16 @@ def test_reassign_knob_puts_the_chain_names_on_distractor_lines():
     assert sum(map(_chain_reassignments, plain)) / (200 * 13) < 0.2
     assert sum(map(_chain_reassignments, hard)) / (200 * 13) > 0.4
     assert plain == [make_variable_binding_program(16, random.Random(s), 3, reassign=0.0) for s in range(200)]
+
+
+@pytest.mark.parametrize(
+    "knobs", [{}, {"style": "spaced"}, {"reassign": 0.5}], ids=["paper", "spaced", "reassign"]
+)
+def test_query_is_the_default_and_query_false_only_drops_the_query_line(knobs):
+    for seed in range(50):
+        default = make_variable_binding_program(12, random.Random(seed), **knobs)
+        assert make_variable_binding_program(12, random.Random(seed), query=True, **knobs) == default
+        bare = make_variable_binding_program(12, random.Random(seed), query=False, **knobs)
+        assert default.text == f"{bare.text}\n#{bare.metadata['query_var']}:"
+        assert (bare.answer, bare.metadata) == (default.answer, default.metadata)
+        assert run_python(bare.text)[bare.metadata["answer_var"]] == bare.answer

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from debug.counterfactual import create_counterfactual_program, run_program
-from debug.generators import make_exception_program, make_variable_binding_program
+from debug.generators import GENERATORS, make_exception_program, make_variable_binding_program
 from debug.programs import Program
 from debug.tokenizer import build_char_tokenizer
 
@@ -115,3 +115,58 @@ def test_token_length_is_checked_inside_the_prompt_template():
     program = make_variable_binding_program(8, random.Random(0))
     cf = create_counterfactual_program(program, 1, CHAR, template="Q:\n{code}")
     assert len(CHAR("Q:\n" + cf.text)["input_ids"]) == len(CHAR("Q:\n" + program.text)["input_ids"])
+
+
+# -- run_program: the one place program text is executed, with restricted builtins --------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "import os\nx = 1",
+        "x = __import__('os').getcwd()",
+        "x = open('/etc/hostname').read()",
+        "x = eval('1')",
+        "exec('x = 1')",
+        "x = compile('1', '<s>', 'eval')",
+        "x = getattr(1, 'real')",
+        "x = globals()",
+        "x = print",
+    ],
+)
+def test_programs_cannot_import_open_or_evaluate(text):
+    with pytest.raises(ValueError, match=r"^the program raised (ImportError|NameError): "):
+        run_program(text, "x")
+
+
+def test_a_program_writing_to_its_builtins_changes_only_its_own():
+    run_program("__builtins__['range'] = None\nx = 1", "x")
+    assert run_program("x = sum(range(4))", "x") == 6
+
+
+def test_bad_programs_fail_with_one_line():
+    with pytest.raises(ValueError, match=r"^the program raised SyntaxError: "):
+        run_program("x = (", "x")
+    with pytest.raises(ValueError, match=r"^the program raised ZeroDivisionError: "):
+        run_program("x = 1 // 0", "x")
+    with pytest.raises(ValueError, match=r"^the program never assigns 'y'$"):
+        run_program("x = 1", "y")
+    assert run_program("x = 1\ny = x + 1") == {"x": 1, "y": 2}
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    name=st.sampled_from(sorted(GENERATORS)),
+    seq_len=st.integers(1, 26),
+    seed=st.integers(0, 2**32),
+    query=st.booleans(),
+)
+def test_every_generator_program_runs_with_the_restricted_builtins(name, seq_len, seed, query):
+    knobs = {"kinds": "all", "p_raise": 0.5} if name == "make_exception_program" else {}
+    program = GENERATORS[name](seq_len, random.Random(seed), query=query, **knobs)
+    value = run_program(program.text, program.metadata["answer_var"])
+    assert value == program.answer and type(value) is type(program.answer)
+    if "counterfactual" in program.metadata:  # make_counterfactual_pair's program B
+        assert (
+            run_program(program.metadata["counterfactual"], "x") == program.metadata["counterfactual_answer"]
+        )

@@ -6,7 +6,7 @@ import random
 
 from independent_binding import independent_program, independent_programs
 
-from debug.train_data import line_values
+from debug.train.data import line_values
 
 
 def test_programs_have_the_asked_depth_and_cpythons_answer() -> None:

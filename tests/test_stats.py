@@ -10,10 +10,15 @@ from hypothesis import strategies as st
 
 from debug.stats import (
     compare_paired,
+    holm_adjust,
     interval_straddles,
     mcnemar_exact,
+    mcnemar_programs_needed,
     paired_bootstrap_ci,
+    paired_difference_interval,
     paired_outcomes,
+    programs_to_clear_bar,
+    wilson_half_width,
     wilson_interval,
 )
 
@@ -115,3 +120,115 @@ def test_interval_straddles() -> None:
     assert interval_straddles(0.8, 0.97, 0.95)
     assert not interval_straddles(0.96, 0.99, 0.95)
     assert not interval_straddles(0.5, 0.9, 0.95)
+
+
+def test_holm_adjust_worked_example() -> None:
+    """Four raw p-values [0.01, 0.04, 0.03, 0.005], adjusted by hand (m = 4).
+
+    Ascending: 0.005 (4th), 0.01 (1st), 0.03 (3rd), 0.04 (2nd); multiply the i-th smallest by m - i + 1:
+    4 x 0.005 = 0.02, 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, 1 x 0.04 = 0.04, then make them non-decreasing:
+    0.02, 0.03, 0.06, max(0.06, 0.04) = 0.06. In the input order: [0.03, 0.06, 0.06, 0.02]. At alpha 0.05
+    the step-down rejects the 4th (0.005 <= 0.05/4) and the 1st (0.01 <= 0.05/3) and stops at the 3rd
+    (0.03 > 0.05/2): exactly the adjusted values below 0.05.
+    """
+    adjusted = holm_adjust([0.01, 0.04, 0.03, 0.005])
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [p < 0.05 for p in adjusted] == [True, False, False, True]
+
+
+def test_holm_adjust_edges() -> None:
+    assert holm_adjust([]) == []
+    assert holm_adjust([0.2]) == [0.2]
+    assert holm_adjust([0.6, 0.6, 0.01]) == pytest.approx([1.0, 1.0, 0.03])  # capped at 1
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm_adjust([0.1, float("nan")])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm_adjust([1.5])
+
+
+@given(st.lists(st.floats(0.0, 1.0), max_size=30))
+def test_holm_is_between_raw_and_bonferroni(p_values: list[float]) -> None:
+    adjusted = holm_adjust(p_values)
+    m = len(p_values)
+    for raw, adj in zip(p_values, adjusted):
+        assert raw - 1e-12 <= adj <= min(1.0, m * raw) + 1e-12
+    order = sorted(range(m), key=p_values.__getitem__)
+    assert all(adjusted[a] <= adjusted[b] + 1e-12 for a, b in zip(order, order[1:]))
+
+
+def test_paired_difference_interval_by_hand() -> None:
+    """30 both right, 8 only the reference, 2 only the new system, 10 neither (n = 50).
+
+    New rate p1 = 32/50, reference rate p2 = 38/50, delta = -0.12. phi = (30*10 - 8*2) / sqrt(32*18*38*12).
+    The interval adds the Wilson distances of each rate, less the correlation term.
+    """
+    low, high = paired_difference_interval(30, 8, 2, 10)
+    p1, p2 = 32 / 50, 38 / 50
+    l1, u1 = _wilson_by_hand(32, 50)
+    l2, u2 = _wilson_by_hand(38, 50)
+    phi = (30 * 10 - 8 * 2) / math.sqrt(32 * 18 * 38 * 12)
+    d = p1 - p2
+    assert low == pytest.approx(
+        d - math.sqrt((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2)
+    )
+    assert high == pytest.approx(
+        d + math.sqrt((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2)
+    )
+    assert low < d < high
+
+
+def test_paired_difference_interval_properties() -> None:
+    # An empty margin (the new system never right) sets phi = 0: Newcombe's square-and-add of the two
+    # Wilson distances. New rate 0/10 (interval [0, u1]), reference rate 5/10 ([l2, u2]), delta -0.5.
+    low, high = paired_difference_interval(0, 5, 0, 5)
+    _, u1 = _wilson_by_hand(0, 10)
+    l2, u2 = _wilson_by_hand(5, 10)
+    assert low == pytest.approx(-0.5 - (u2 - 0.5))
+    assert high == pytest.approx(-0.5 + math.sqrt(u1**2 + (0.5 - l2) ** 2))
+    # Perfectly anti-correlated answers (phi = -1): the two distances add up.
+    low, _ = paired_difference_interval(0, 5, 5, 0)
+    assert low == pytest.approx(-2 * (0.5 - _wilson_by_hand(5, 10)[0]))
+    # Swapping the roles of the two systems mirrors the interval.
+    a = paired_difference_interval(30, 8, 2, 10)
+    b = paired_difference_interval(30, 2, 8, 10)
+    assert a == pytest.approx((-b[1], -b[0]))
+    assert paired_difference_interval(0, 0, 0, 0) == (-1.0, 1.0)
+    assert paired_difference_interval(0, 20, 0, 0)[0] == -1.0  # clipped to the range of a difference
+    with pytest.raises(ValueError):
+        paired_difference_interval(-1, 0, 0, 0)
+
+
+def test_paired_difference_interval_coverage() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    probs, n = [0.7, 0.1, 0.05, 0.15], 60  # both, reference only, new only, neither
+    truth = probs[2] - probs[1]
+    draws = rng.multinomial(n, probs, size=1000)
+    covered = sum(lo <= truth <= hi for lo, hi in (paired_difference_interval(*map(int, c)) for c in draws))
+    assert 0.92 <= covered / 1000 <= 0.98
+
+
+def test_programs_to_clear_bar_is_the_first_n_whose_half_width_falls_below_the_gap() -> None:
+    n = programs_to_clear_bar(0.95, 0.93)
+    assert n is not None
+    assert wilson_half_width(0.95, n) < 0.02 <= wilson_half_width(0.95, n - 1)
+    # Roughly z^2 p (1 - p) / gap^2 = 3.84 * 0.0475 / 0.0004 = 456, plus the Wilson correction.
+    assert 440 <= n <= 480
+    assert programs_to_clear_bar(0.95, 0.95) is None
+    assert programs_to_clear_bar(0.5, 0.5 + 1e-9) is None  # past MAX_PROGRAMS_ESTIMATE
+    assert programs_to_clear_bar(1.0, 0.9) is not None and programs_to_clear_bar(1.0, 0.9) < 40
+
+
+def test_mcnemar_programs_needed_worked_example() -> None:
+    """Discordant rate psi = 0.2, delta = 0.1, two-sided alpha 0.05, 80% power (Connor 1987).
+
+    z_{0.975} = 1.959964, z_{0.8} = 0.841621; sqrt(0.2) = 0.447214, sqrt(0.2 - 0.01) = 0.435890;
+    (1.959964 * 0.447214 + 0.841621 * 0.435890)^2 / 0.01 = (0.876523 + 0.366853)^2 / 0.01 = 154.6 -> 155.
+    """
+    assert mcnemar_programs_needed(0.2, 0.1) == 155
+    assert mcnemar_programs_needed(0.2, -0.1) == 155  # the sign does not matter
+    assert mcnemar_programs_needed(0.2, 0.0) is None
+    assert mcnemar_programs_needed(0.2, 0.1, alpha=0.01) > 155
+    with pytest.raises(ValueError, match="discordant rate"):
+        mcnemar_programs_needed(0.1, 0.2)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-#: The model every command uses when none is named: a small char-level binder this project trains and ships.
-DEFAULT_MODEL = "embedded:binder"
+import importlib
+from importlib import metadata
 
-from debug import generators, prompts  # noqa: E402  (DEFAULT_MODEL first: config reads it)
-from debug.config import ExperimentConfig, quick_experiment  # noqa: E402
-from debug.programs import Program  # noqa: E402
+from debug import generators, prompts
+from debug.config import ExperimentConfig, quick_experiment
+from debug.models import DEFAULT_MODEL
+from debug.programs import Program
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("debug")
+except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 # Heavier entry points load on first use, so `import debug` stays light (no scipy, matplotlib or models).
 _LAZY = {
@@ -22,8 +26,6 @@ _LAZY = {
 
 def __getattr__(name: str) -> object:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'debug' has no attribute {name!r}")
 

@@ -1,11 +1,11 @@
 """Static tracing of a straight-line program's binding chain: which lines carry the queried value.
 
-Used by `debug.counterfactual` (which constant to change) and `debug.tokens` (which tokens to target). It
-reads the program with `ast`, follows the queried variable back through its last assignment before each read,
-and stops at the assignment whose right-hand side holds a literal and no variable: the chain's root. It
-handles paper-style programs (`a=5`, re-assignment) and the seed's style (`x = 5\\ny = x * 2\\n#y:`), and
-refuses, with a reason, programs it cannot trace unambiguously (loops, a line reading two variables, a
-literal-free root).
+Used by `debug.counterfactual` (which constant to change) and `debug.token_analyzer` (which tokens to
+target). It reads the program with `ast`, follows the queried variable back through its last assignment
+before each read, and stops at the assignment whose right-hand side holds a literal and no variable: the
+chain's root. It handles paper-style programs (`a=5`, re-assignment) and the seed's style
+(`x = 5\\ny = x * 2\\n#y:`), and refuses, with a reason, programs it cannot trace unambiguously (loops, a
+line reading two variables, a literal-free root).
 """
 
 from __future__ import annotations
@@ -144,3 +144,30 @@ def line_offsets(text: str) -> list[int]:
         offsets.append(position)
         position += len(line) + 1
     return offsets
+
+
+#: One assignment line of a binding program: `name = literal` or `name = name`.
+_ASSIGNMENT = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*(-?\d+|[A-Za-z_]\w*)\s*$")
+
+
+def values_by_line(text: str) -> list[str | None]:
+    """The value each line's variable holds right after that line, one entry per line of `text`.
+
+    The program is run line by line the way Python would (a name takes the value its right-hand side holds
+    at that point). A line of any other shape, or one reading a name with no known value, gives None; such a
+    line leaves the values alone, or forgets its variable's.
+    """
+    values: dict[str, str] = {}
+    out: list[str | None] = []
+    for line in text.split("\n"):
+        match = _ASSIGNMENT.match(line)
+        value = None
+        if match:
+            name, rhs = match.groups()
+            value = rhs if rhs[0].isdigit() or rhs[0] == "-" else values.get(rhs)
+            if value is None:
+                values.pop(name, None)
+            else:
+                values[name] = value
+        out.append(value)
+    return out

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from debug.chat import check_chat_template_kwargs
+from debug.models import DEFAULT_MODEL
 from debug.parsing import parser_for
 from debug.programs import (
     GeneratorError,
@@ -30,8 +32,6 @@ DEFAULT_SEQ_LENS = (2, 3, 4, 5, 6)
 
 
 def _default_models() -> list[str]:
-    from debug import DEFAULT_MODEL
-
     return [DEFAULT_MODEL]
 
 
@@ -50,6 +50,9 @@ class ExperimentConfig:
         generator_kwargs: Knobs passed to the generator (e.g. `{"num_hops": 2}`).
         parser: Model text -> answer; None picks `parsing.parser_for(expected answer)` per program.
         max_new_tokens: Generation budget per answer; None lets the scorer choose its default.
+        chat_template: Render each prompt as one user message through the model's own chat template
+            (a served `openai:` model gets it on `/v1/chat/completions`); a model without one is refused.
+        chat_template_kwargs: Arguments of the chat template, e.g. `{"enable_thinking": False}`.
     """
 
     name: str
@@ -62,6 +65,8 @@ class ExperimentConfig:
     generator_kwargs: dict[str, Any] = field(default_factory=dict)
     parser: Callable[[str], Any] | None = None
     max_new_tokens: int | None = None
+    chat_template: bool = False
+    chat_template_kwargs: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -92,6 +97,15 @@ class ExperimentConfig:
                 "ExperimentConfig: max_new_tokens must be a positive integer or None; "
                 f"got {self.max_new_tokens!r}"
             )
+        if not isinstance(self.chat_template, bool):
+            raise ValueError(
+                f"ExperimentConfig: chat_template must be True or False; got {self.chat_template!r}"
+            )
+        self.chat_template_kwargs = check_chat_template_kwargs(
+            self.chat_template_kwargs, "ExperimentConfig: chat_template_kwargs"
+        )
+        if self.chat_template_kwargs is not None and not self.chat_template:
+            raise ValueError("ExperimentConfig: chat_template_kwargs needs chat_template=True")
         # One dry run per length, with the seed the run will use, so a length the generator refuses (or a
         # wrong knob) fails here with the generator's own message instead of mid-run.
         self.num_seqs, self.base_seed = int(self.num_seqs), int(self.base_seed)
@@ -130,6 +144,8 @@ class ExperimentConfig:
             "generator_kwargs": {k: repr(v) for k, v in self.generator_kwargs.items()},
             "parser": None if self.parser is None else getattr(self.parser, "__name__", repr(self.parser)),
             "max_new_tokens": self.max_new_tokens,
+            "chat_template": self.chat_template,
+            "chat_template_kwargs": self.chat_template_kwargs,
         }
 
 
@@ -175,17 +191,23 @@ def quick_experiment(
         models: Model ids (default `[debug.DEFAULT_MODEL]`).
         num_seqs: Programs per length (default 10).
         seq_lens: Lengths (default [2, 3, 4, 5, 6]).
-        **kwargs: Other `ExperimentConfig` fields: base_seed, generator_kwargs, parser, max_new_tokens.
+        **kwargs: Other `ExperimentConfig` fields: base_seed, generator_kwargs, parser, max_new_tokens,
+            chat_template, chat_template_kwargs.
 
     Raises:
         ValueError: For any invalid setting (the message says which and how to fix it).
     """
-    unknown = set(kwargs) - {"base_seed", "generator_kwargs", "parser", "max_new_tokens"}
+    known = (
+        "base_seed",
+        "generator_kwargs",
+        "parser",
+        "max_new_tokens",
+        "chat_template",
+        "chat_template_kwargs",
+    )
+    unknown = set(kwargs) - set(known)
     if unknown:
-        raise ValueError(
-            f"quick_experiment: unknown setting(s) {sorted(unknown)}; known: base_seed, generator_kwargs, "
-            "parser, max_new_tokens"
-        )
+        raise ValueError(f"quick_experiment: unknown setting(s) {sorted(unknown)}; known: {', '.join(known)}")
     return ExperimentConfig(
         name=name,
         prompt_template=prompt_template,

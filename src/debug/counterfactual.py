@@ -8,6 +8,7 @@ prompt tokenizes to the same number of tokens, because activation patching pairs
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from debug.chain import ChainError, trace_chain
@@ -18,17 +19,48 @@ from debug.rng import as_random
 _MAX_CANDIDATES = 400
 
 
-def run_program(text: str, variable: str) -> Any:
-    """Execute `text` with CPython in a fresh namespace and return `variable`'s final value.
+#: The builtins program text runs with: what the generators' programs use (`range`, `abs`, `int`, the
+#: exceptions their try/except blocks raise and catch) plus a few pure functions of the same kind. No
+#: `__import__`, `open`, `eval`, `exec`, `compile`, `getattr`, `globals` or `input`: a program is data to
+#: trace, not code to trust.
+PROGRAM_BUILTINS: dict[str, Any] = {
+    name: getattr(builtins, name)
+    for name in (
+        # values and pure functions
+        "abs", "all", "any", "bool", "dict", "divmod", "enumerate", "float", "int", "len", "list", "max",
+        "min", "pow", "range", "reversed", "round", "set", "sorted", "str", "sum", "tuple", "zip",
+        # exceptions a program may raise or catch
+        "ArithmeticError", "AssertionError", "Exception", "IndexError", "KeyError", "LookupError",
+        "NameError", "OverflowError", "RuntimeError", "StopIteration", "TypeError", "ValueError",
+        "ZeroDivisionError",
+    )
+}  # fmt: skip
+
+
+def run_program(text: str, variable: str | None = None) -> Any:
+    """Execute program text with CPython and restricted builtins; return `variable`'s final value.
+
+    The one place the package executes program text. The program sees only `PROGRAM_BUILTINS` (so `import`,
+    `open`, `print` and `__import__` fail inside it) and runs in a fresh namespace, so a program cannot
+    import modules or touch files by accident. It is not a sandbox: code written to escape still can
+    (attribute walks such as `().__class__`), and a program that never ends is not stopped.
+
+    Args:
+        text: Program text (a trailing `#x:` query line is a comment and runs as is).
+        variable: The name whose final value to return; None returns the whole final namespace.
 
     Raises:
-        ValueError: When the program raises or never assigns `variable`.
+        ValueError: When the program does not compile, raises, or never assigns `variable`.
     """
     namespace: dict[str, Any] = {}
     try:
-        exec(compile(text, "<program>", "exec"), {"__builtins__": __builtins__}, namespace)  # noqa: S102
+        code = compile(text, "<program>", "exec")
+        # A copy per run: a program that writes to `__builtins__` changes only its own.
+        exec(code, {"__builtins__": dict(PROGRAM_BUILTINS)}, namespace)  # noqa: S102 - restricted builtins
     except Exception as exc:  # noqa: BLE001 - reported as a bad program
         raise ValueError(f"the program raised {type(exc).__name__}: {exc}") from None
+    if variable is None:
+        return namespace
     if variable not in namespace:
         raise ValueError(f"the program never assigns {variable!r}")
     return namespace[variable]

@@ -21,9 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from debug.chain import ChainError, trace_chain
+from debug.chain import ChainError, trace_chain, values_by_line
 from debug.programs import Program, as_program
-from debug.train_data import values_by_line
 
 #: The misreadings this module names, in report order.
 MISREADINGS = ("neighbour_line", "other_assignment")

@@ -16,7 +16,6 @@ answer cache (`debug.cache`), and models this run loaded are unloaded when it fi
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -24,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from debug import models
+from debug._util.files import atomic_write_json, timestamped_dir
+from debug._util.jsonable import jsonable
 from debug.baselines import heuristic_baselines, predict_copy_last_constant, predict_copy_line_1
 from debug.cache import AnswerCache
 from debug.programs import Program
 from debug.scoring import Sample, score_programs
-from debug.stats import wilson_interval
+from debug.stats import pooled_proportion
 
 DEFAULT_OUTPUT_DIR = Path("results") / "debug_experiments"
 _CORE = (
@@ -60,9 +61,8 @@ def _record(sample: Sample) -> dict[str, Any]:
 
 
 def _rate(flags: Sequence[bool]) -> dict[str, Any]:
-    k, n = sum(bool(f) for f in flags), len(flags)
-    low, high = wilson_interval(k, n)
-    return {"accuracy": k / n if n else None, "k": k, "n": n, "ci_low": low, "ci_high": high}
+    rate = pooled_proportion([(sum(bool(f) for f in flags), len(flags))])
+    return {"accuracy": rate.value, "k": rate.k, "n": rate.n, "ci_low": rate.low, "ci_high": rate.high}
 
 
 def _grouped(records: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -98,12 +98,6 @@ def summarize(records: list[dict[str, Any]], programs: dict[int, list[Program]])
     }
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=repr))
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
-
-
 class ExperimentRunner:
     """Runs `ExperimentConfig`s and keeps their results for `plot` and `analyze_errors`.
 
@@ -112,6 +106,7 @@ class ExperimentRunner:
         cache_dir: Answer cache folder (default `$DEBUG_CACHE_DIR` or `.debug_cache`).
         device: Device for models ("auto" picks cuda, mps, then cpu).
         progress: Show tqdm bars while scoring.
+        max_concurrency: Requests in flight to a served (`openai:`) model (default 8).
     """
 
     def __init__(
@@ -120,11 +115,13 @@ class ExperimentRunner:
         cache_dir: str | Path | None = None,
         device: str = "auto",
         progress: bool = True,
+        max_concurrency: int = 8,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.cache = AnswerCache(cache_dir)
         self.device = device
         self.progress = progress
+        self.max_concurrency = max_concurrency
         self.experiments: dict[str, dict[str, Any]] = {}
 
     def run(
@@ -162,6 +159,9 @@ class ExperimentRunner:
                     max_new_tokens=config.max_new_tokens,
                     cache=None if no_cache else self.cache,
                     progress=self.progress,
+                    chat_template=getattr(config, "chat_template", False),
+                    chat_template_kwargs=getattr(config, "chat_template_kwargs", None),
+                    max_concurrency=self.max_concurrency,
                 )
                 for (seq_len, seq_id, _), sample in zip(ordered, samples):
                     sample.seq_len, sample.seq_id = seq_len, seq_id
@@ -183,22 +183,16 @@ class ExperimentRunner:
         }
         if save:
             folder = self._new_folder(config.name)
-            _write_json(folder / "results.json", records)
-            _write_json(folder / "summary.json", summary)
+            # jsonable: a non-finite log-prob is stored as null, which every JSON reader accepts.
+            atomic_write_json(folder / "results.json", jsonable(records))
+            atomic_write_json(folder / "summary.json", jsonable(summary))
             self._plot_records(result, folder / "accuracy_plot.png")
             result["output_dir"] = str(folder)
         self.experiments[config.name] = result
         return result
 
     def _new_folder(self, name: str) -> Path:
-        stamp = time.strftime("%Y%m%d_%H%M%S")
-        folder = self.output_dir / f"{name}_{stamp}"
-        suffix = 1
-        while folder.exists():
-            suffix += 1
-            folder = self.output_dir / f"{name}_{stamp}_{suffix}"
-        folder.mkdir(parents=True)
-        return folder
+        return timestamped_dir(self.output_dir, prefix=f"{name}_")
 
     def _get(self, name: str) -> dict[str, Any]:
         if name in self.experiments:

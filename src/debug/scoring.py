@@ -12,22 +12,40 @@ and, per batch:
 
 Each program becomes a `Sample`. An answer the parser cannot read is recorded as wrong with its raw text; a
 prompt longer than the model's context is refused before anything runs, with the sizes, never truncated.
+
+With `chat_template=True` each rendered prompt becomes one user message in the tokenizer's own chat template
+(`debug.chat`); the templated text is what is tokenized (without adding special tokens again), hashed,
+cached and recorded, and the answer is scored as the start of the assistant's reply.
+
+A served model (`openai:` id, `debug.serving.ServedModel`) takes the same path up to the decoding: the same
+rendering, budgets, stop rule and cache, but the answers come from the server, `max_concurrency` requests at a
+time. There the answer log-prob is None unless the server returns prompt log-probs (see `debug.serving`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from debug import serving
+from debug.chat import (
+    chat_request_text,
+    check_chat_template_kwargs,
+    has_chat_template,
+    render_chat,
+    require_chat_template,
+)
 from debug.decoding import decode_batch
+from debug.parsing import parser_for
 from debug.programs import Program, as_program, text_hash
+from debug.prompts import render
+from debug.serving import ServedModel
 
 __all__ = [
     "Sample",
     "answer_continuation",
     "decode_batch",
-    "render_prompt",
     "score_programs",
     "teacher_forced",
     "teacher_forced_correct",
@@ -57,7 +75,8 @@ class Sample:
         raw_output: The decoded continuation (special tokens removed).
         correct: Parsed and equal to the expected answer (same type).
         parsed: Whether the parser found an answer.
-        answer_logprob: Sum of log-probabilities of the expected answer's tokens after the prompt.
+        answer_logprob: Sum of log-probabilities of the expected answer's tokens after the prompt; None when
+            unavailable (a served model whose server returns no prompt log-probs).
         metadata: The generator's metadata.
         seq_len: Program length, when known.
         seq_id: Index of the program at its length, when known.
@@ -84,13 +103,6 @@ class Sample:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
         return asdict(self)
-
-
-def render_prompt(template: str, code: str) -> str:
-    """Put program text into a template at `{code}` (plain substitution; other braces stay)."""
-    if "{code}" not in template:
-        raise ValueError("a prompt template must contain {code} where the program text goes")
-    return template.replace("{code}", code, 1)
 
 
 def answer_continuation(template: str, answer: Any) -> str:
@@ -132,6 +144,7 @@ class _Job:
     answer_ids: list[int]
     limit: int
     settings: dict[str, Any]
+    request: serving.Request | None = None
 
 
 def _width(job: _Job) -> int:
@@ -155,11 +168,14 @@ def score_programs(
     max_new_tokens: int | None = None,
     cache: Any = None,
     progress: bool = False,
+    chat_template: bool = False,
+    chat_template_kwargs: dict[str, Any] | None = None,
+    max_concurrency: int | None = None,
 ) -> list[Sample]:
     """Score programs on a loaded model: batched greedy answers plus the expected answer's log-probability.
 
     Args:
-        loaded: A `debug.models.LoadedModel`.
+        loaded: A `debug.models.LoadedModel`, or a `debug.serving.ServedModel` (an `openai:` id).
         programs: `Program`s or generator tuples; metadata keys `seq_len`/`seq_id` fill those fields.
         template: Prompt template with `{code}`.
         parser: Text -> answer; None picks `debug.parsing.parser_for(expected answer)` per program.
@@ -169,46 +185,39 @@ def score_programs(
             `ANSWER_MARGIN` (or `REASONING_BUDGET` for step-by-step templates).
         cache: An `AnswerCache` to read from and append to, or None.
         progress: Show a tqdm bar.
+        chat_template: Render each prompt as one user message through the tokenizer's chat template.
+        chat_template_kwargs: Arguments of the template (e.g. `{"enable_thinking": False}`).
+        max_concurrency: Requests in flight for a served model (default
+            `debug.serving.DEFAULT_MAX_CONCURRENCY`); ignored for models in this process.
 
     Returns:
         One `Sample` per program, in input order.
 
     Raises:
         ValueError: A prompt (plus its answer budget) longer than the model's context, with the sizes.
+        debug.chat.ChatTemplateError: `chat_template=True` on a model without one, or bad template arguments.
+        debug.serving.ServerError: A served model's server failed (answers finished before it are cached).
     """
-    from debug.parsing import parser_for
-
-    tokenizer, model = loaded.tokenizer, loaded.model
+    kwargs = check_chat_template_kwargs(chat_template_kwargs)
     items = [as_program(p) for p in programs]
-    reasoning = _is_reasoning(template)
-    dtype = str(getattr(model, "dtype", ""))
-    rendered = [render_prompt(template, program.text) for program in items]
-    answers = [answer_continuation(template, program.answer) for program in items]
-    # One tokenizer call per list: the fast tokenizer encodes them in one go.
-    all_prompt_ids = tokenizer(rendered)["input_ids"] if items else []
-    all_answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"] if items else []
-    jobs: list[_Job] = []
-    for i, program in enumerate(items):
-        answer_ids = all_answer_ids[i]
-        if max_new_tokens is not None:
-            limit = max_new_tokens
-        else:
-            limit = REASONING_BUDGET if reasoning else len(answer_ids) + ANSWER_MARGIN
-        settings = {
-            "decoding": "greedy",
-            "max_new_tokens": limit,
-            "stop_at_newline": not reasoning,
-            "answer": answers[i],
-            "dtype": dtype,
-            "version": 1,
-        }
-        prompt = rendered[i]
-        jobs.append(
-            _Job(i, program, prompt, text_hash(prompt), all_prompt_ids[i], answer_ids, limit, settings)
+    if isinstance(loaded, ServedModel):
+        return _score_served(
+            loaded,
+            items,
+            template,
+            parser,
+            max_new_tokens,
+            cache,
+            progress,
+            chat_template,
+            kwargs,
+            max_concurrency,
         )
+    if chat_template:
+        require_chat_template(loaded.tokenizer, loaded.model_id)
+    jobs = _make_jobs(loaded, items, template, max_new_tokens, chat_template, kwargs)
     _check_context(loaded, jobs)
-
-    results: dict[int, tuple[str, float, bool]] = {}
+    results: dict[int, tuple[str, float | None, bool]] = {}
     todo: list[_Job] = []
     for job in jobs:
         hit = cache.get(loaded.fingerprint, job.prompt_hash, job.settings) if cache is not None else None
@@ -216,32 +225,22 @@ def score_programs(
             results[job.index] = (hit["raw_output"], hit["answer_logprob"], True)
         else:
             todo.append(job)
-
-    todo.sort(key=_width, reverse=True)  # similar lengths share a batch: little padding
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # deferred: tqdm.auto probes for notebooks at import
 
         bar = tqdm(
             total=len(jobs), initial=len(jobs) - len(todo), desc=f"scoring {loaded.model_id}", unit="prog"
         )
-    start = 0
-    while start < len(todo):
-        longest = _width(todo[start])
-        size = batch_size or _default_batch_size(loaded.device, longest + todo[start].limit)
-        end = start + 1
-        # A row much shorter than the batch's longest starts the next batch: padding stays under PAD_SLACK.
-        while end < len(todo) and end - start < size and _width(todo[end]) >= longest * (1 - PAD_SLACK):
-            end += 1
-        batch = todo[start:end]
-        start = end
+    stop_at_newline = not _is_reasoning(template)
+    for batch in _batches(todo, batch_size, loaded.device):
         outputs = decode_batch(
-            model,
-            tokenizer,
+            loaded.model,
+            loaded.tokenizer,
             [j.prompt_ids for j in batch],
             [j.answer_ids for j in batch],
             [j.limit for j in batch],
-            stop_at_newline=not reasoning,
+            stop_at_newline=stop_at_newline,
         )
         entries = []
         for job, (raw, logprob) in zip(batch, outputs):
@@ -253,33 +252,217 @@ def score_programs(
             bar.update(len(batch))
     if bar is not None:
         bar.close()
+    return [_sample(loaded, job, *results[job.index], parser) for job in jobs]
 
-    samples = []
-    for job in jobs:
-        raw, logprob, cached = results[job.index]
-        program = job.program
-        value = _parse(parser or parser_for(program.answer), raw)
-        samples.append(
-            Sample(
-                model_id=loaded.model_id,
-                fingerprint=loaded.fingerprint,
-                program=program.text,
-                prompt=job.prompt,
-                program_hash=program.hash,
-                prompt_hash=job.prompt_hash,
-                true_answer=program.answer,
-                predicted_answer=value,
-                raw_output=raw,
-                correct=_same(value, program.answer),
-                parsed=value is not None,
-                answer_logprob=logprob,
-                metadata=dict(program.metadata),
-                seq_len=program.metadata.get("seq_len"),
-                seq_id=program.metadata.get("seq_id"),
-                cached=cached,
-            )
+
+def _budget(answer_tokens: int, reasoning: bool, max_new_tokens: int | None) -> int:
+    if max_new_tokens is not None:
+        return max_new_tokens
+    return REASONING_BUDGET if reasoning else answer_tokens + ANSWER_MARGIN
+
+
+def _chat_settings(chat: bool, kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    # Only chat runs carry these keys, so the cache keys of plain prompts stay what they always were.
+    return {"chat_template": True, "chat_template_kwargs": kwargs or {}} if chat else {}
+
+
+def _make_jobs(
+    loaded: Any,
+    items: list[Program],
+    template: str,
+    max_new_tokens: int | None,
+    chat: bool = False,
+    chat_kwargs: dict[str, Any] | None = None,
+) -> list[_Job]:
+    """Render and tokenize every prompt and expected answer; fix each one's token budget and cache key."""
+    tokenizer = loaded.tokenizer
+    reasoning = _is_reasoning(template)
+    dtype = str(getattr(loaded.model, "dtype", ""))
+    rendered = [render(template, program.text) for program in items]
+    if chat:
+        rendered = [render_chat(tokenizer, text, chat_kwargs) for text in rendered]
+        # The reply starts fresh after the template's generation prompt: no separating space.
+        answers = [str(program.answer) for program in items]
+    else:
+        answers = [answer_continuation(template, program.answer) for program in items]
+    # One tokenizer call per list: the fast tokenizer encodes them in one go. A chat template writes its own
+    # special tokens (BOS included), so the tokenizer must not add them a second time.
+    all_prompt_ids = tokenizer(rendered, add_special_tokens=not chat)["input_ids"] if items else []
+    all_answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"] if items else []
+    jobs: list[_Job] = []
+    for i, program in enumerate(items):
+        answer_ids = all_answer_ids[i]
+        limit = _budget(len(answer_ids), reasoning, max_new_tokens)
+        settings = {
+            "decoding": "greedy",
+            "max_new_tokens": limit,
+            "stop_at_newline": not reasoning,
+            "answer": answers[i],
+            "dtype": dtype,
+            "version": 1,
+            **_chat_settings(chat, chat_kwargs),
+        }
+        prompt = rendered[i]
+        jobs.append(
+            _Job(i, program, prompt, text_hash(prompt), all_prompt_ids[i], answer_ids, limit, settings)
         )
-    return samples
+    return jobs
+
+
+def _make_served_jobs(
+    loaded: ServedModel,
+    items: list[Program],
+    template: str,
+    max_new_tokens: int | None,
+    chat: bool,
+    chat_kwargs: dict[str, Any] | None,
+) -> list[_Job]:
+    """Requests for a served model: the in-process scorer's prompts, budgets and stop rule.
+
+    Budgets count the answer's tokens with the model's tokenizer when it is available here, else its
+    characters (never fewer than its tokens for the usual tokenizers). A chat prompt is rendered here for the
+    record when the local tokenizer has the template; otherwise the message and template arguments stand in
+    for it (`debug.chat.chat_request_text`).
+    """
+    tokenizer = loaded.tokenizer
+    reasoning = _is_reasoning(template)
+    endpoint = "chat" if chat else "completions"
+    jobs: list[_Job] = []
+    for i, program in enumerate(items):
+        text = render(template, program.text)
+        answer = str(program.answer) if chat else answer_continuation(template, program.answer)
+        if chat:
+            rendered = render_chat(tokenizer, text, chat_kwargs) if has_chat_template(tokenizer) else None
+            prompt = rendered if rendered is not None else text
+            hashed = rendered if rendered is not None else chat_request_text(text, chat_kwargs)
+        else:
+            prompt = hashed = text
+        if tokenizer is not None:
+            prompt_ids = list(tokenizer(prompt, add_special_tokens=not chat)["input_ids"])
+            answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+            answer_size = len(answer_ids)
+        else:
+            prompt_ids, answer_ids, answer_size = [], [], len(answer)
+        limit = _budget(answer_size, reasoning, max_new_tokens)
+        settings = {
+            "decoding": "greedy",
+            "max_new_tokens": limit,
+            "stop_at_newline": not reasoning,
+            "answer": answer,
+            "endpoint": endpoint,
+            "budget": "tokens" if tokenizer is not None else "characters",
+            "version": 1,
+            **_chat_settings(chat, chat_kwargs),
+        }
+        request = serving.Request(
+            prompt=text if chat else prompt,
+            max_tokens=limit,
+            stop_at_newline=not reasoning,
+            answer=None if chat else answer,
+            chat=chat,
+            chat_template_kwargs=chat_kwargs,
+        )
+        jobs.append(
+            _Job(i, program, prompt, text_hash(hashed), prompt_ids, answer_ids, limit, settings, request)
+        )
+    return jobs
+
+
+def _score_served(
+    loaded: ServedModel,
+    items: list[Program],
+    template: str,
+    parser: Any,
+    max_new_tokens: int | None,
+    cache: Any,
+    progress: bool,
+    chat: bool,
+    chat_kwargs: dict[str, Any] | None,
+    max_concurrency: int | None,
+) -> list[Sample]:
+    """`score_programs` for a served model: cache first, then the server, answers cached as they arrive."""
+    jobs = _make_served_jobs(loaded, items, template, max_new_tokens, chat, chat_kwargs)
+    if loaded.tokenizer is not None:
+        _check_context(loaded, jobs)
+    results: dict[int, tuple[str, float | None, bool]] = {}
+    todo: list[_Job] = []
+    for job in jobs:
+        hit = cache.get(loaded.fingerprint, job.prompt_hash, job.settings) if cache is not None else None
+        if hit is not None:
+            results[job.index] = (hit["raw_output"], hit["answer_logprob"], True)
+        else:
+            todo.append(job)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm  # deferred: tqdm.auto probes for notebooks at import
+
+        bar = tqdm(
+            total=len(jobs), initial=len(jobs) - len(todo), desc=f"scoring {loaded.model_id}", unit="prog"
+        )
+    by_index = {job.index: job for job in todo}
+
+    def finished(index: int, raw: str, logprob: float | None) -> None:
+        job = by_index[index]
+        results[index] = (raw, logprob, False)
+        if cache is not None:
+            cache.put(
+                loaded.fingerprint,
+                job.prompt_hash,
+                job.settings,
+                {"raw_output": raw, "answer_logprob": logprob},
+            )
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        serving.serve_many(
+            loaded,
+            [(job.index, job.request) for job in todo],
+            max_concurrency=max_concurrency,
+            on_done=finished,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    return [_sample(loaded, job, *results[job.index], parser) for job in jobs]
+
+
+def _batches(todo: list[_Job], batch_size: int | None, device: Any) -> Iterator[list[_Job]]:
+    """Longest first, so similar lengths share a batch; a row much shorter than the batch's longest starts the
+    next batch, which keeps padding under PAD_SLACK."""
+    todo = sorted(todo, key=_width, reverse=True)
+    start = 0
+    while start < len(todo):
+        longest = _width(todo[start])
+        size = batch_size or _default_batch_size(device, longest + todo[start].limit)
+        end = start + 1
+        while end < len(todo) and end - start < size and _width(todo[end]) >= longest * (1 - PAD_SLACK):
+            end += 1
+        yield todo[start:end]
+        start = end
+
+
+def _sample(loaded: Any, job: _Job, raw: str, logprob: float | None, cached: bool, parser: Any) -> Sample:
+    program = job.program
+    value = _parse(parser or parser_for(program.answer), raw)
+    return Sample(
+        model_id=loaded.model_id,
+        fingerprint=loaded.fingerprint,
+        program=program.text,
+        prompt=job.prompt,
+        program_hash=program.hash,
+        prompt_hash=job.prompt_hash,
+        true_answer=program.answer,
+        predicted_answer=value,
+        raw_output=raw,
+        correct=_same(value, program.answer),
+        parsed=value is not None,
+        answer_logprob=logprob,
+        metadata=dict(program.metadata),
+        seq_len=program.metadata.get("seq_len"),
+        seq_id=program.metadata.get("seq_id"),
+        cached=cached,
+    )
 
 
 def _check_context(loaded: Any, jobs: list[_Job]) -> None:

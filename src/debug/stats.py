@@ -9,6 +9,10 @@ Everything here is small and leans on scipy, so the numbers match what a statist
 - `paired_outcomes` / `compare_paired`: pair two runs' per-sample outcomes by a key (the program hash)
   and return the counts, the delta and the p-value in one `PairedComparison`.
 - `paired_bootstrap_ci`: a percentile interval of the mean paired difference of a continuous metric.
+- `paired_difference_interval`: Newcombe's score interval of a paired difference of proportions.
+- `holm_adjust`: Holm's step-down adjusted p-values, for family-wise error control over many cases.
+- `programs_to_clear_bar` / `mcnemar_programs_needed`: roughly how many programs would decide a gate whose
+  interval straddles its bar, or a paired comparison that is not yet significant.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -56,9 +59,38 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     return (low, high)
 
 
+@dataclass(frozen=True)
+class Proportion:
+    """k successes in n trials with the Wilson 95% interval (value None when n is 0)."""
+
+    k: int
+    n: int
+    value: float | None
+    low: float
+    high: float
+
+
+def pooled_proportion(counts: Iterable[tuple[int, int]]) -> Proportion:
+    """Pool (k, n) counts of several cases into one proportion: k and n summed, Wilson 95% interval.
+
+    The one way the harness pools cases (gates over a family, the report's family rows, the seed runner's
+    groups): summing counts weights every program equally, where averaging case rates would not.
+    """
+    k = n = 0
+    for case_k, case_n in counts:
+        k += int(case_k)
+        n += int(case_n)
+    low, high = wilson_interval(k, n)
+    return Proportion(k, n, k / n if n else None, low, high)
+
+
 @functools.lru_cache(maxsize=16)
 def _z(confidence: float) -> float:
-    return float(_scipy_stats.norm.ppf(0.5 + confidence / 2.0))
+    from scipy import (
+        stats as scipy_stats,
+    )  # deferred: scipy.stats costs ~0.5 s and the plugin loads this module
+
+    return float(scipy_stats.norm.ppf(0.5 + confidence / 2.0))
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -78,7 +110,11 @@ def mcnemar_exact(b: int, c: int) -> float:
         raise ValueError(f"discordant counts must be non-negative; got b={b}, c={c}")
     if b + c == 0:
         return 1.0
-    return float(_scipy_stats.binomtest(int(b), int(b + c), 0.5, alternative="two-sided").pvalue)
+    from scipy import (
+        stats as scipy_stats,
+    )  # deferred: scipy.stats costs ~0.5 s and the plugin loads this module
+
+    return float(scipy_stats.binomtest(int(b), int(b + c), 0.5, alternative="two-sided").pvalue)
 
 
 @dataclass(frozen=True)
@@ -112,6 +148,12 @@ class PairedComparison:
     def new_rate(self) -> float:
         """New-run success rate on the paired samples (nan with no pairs)."""
         return self.new_k / self.n_pairs if self.n_pairs else math.nan
+
+    def delta_interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        """Newcombe's interval of `delta` (`paired_difference_interval`); (-1, 1) with no pairs."""
+        both = self.base_k - self.base_only
+        neither = self.n_pairs - both - self.base_only - self.new_only
+        return paired_difference_interval(both, self.base_only, self.new_only, neither, confidence)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, with the two rates added."""
@@ -179,3 +221,166 @@ def paired_bootstrap_ci(
 def interval_straddles(low: float, high: float, bar: float) -> bool:
     """Whether a bar lies strictly inside an interval: the data cannot tell which side the truth is on."""
     return low < bar < high
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given.
+
+    Sort the m p-values ascending; the i-th smallest (i = 1..m) is multiplied by m - i + 1, capped at 1, and
+    each adjusted value is raised to at least the one before it (the step-down). Rejecting every hypothesis
+    whose adjusted p-value is below alpha keeps the family-wise error rate at alpha under any dependence
+    between the tests, and rejects everything Bonferroni rejects.
+
+    Args:
+        p_values: Raw p-values in [0, 1].
+
+    Returns:
+        The adjusted p-values, aligned with `p_values` (an empty list for no tests).
+
+    Raises:
+        ValueError: When a p-value is not a number in [0, 1].
+    """
+    values = [float(p) for p in p_values]
+    for p in values:
+        if not 0.0 <= p <= 1.0:  # also refuses NaN
+            raise ValueError(f"p-values must lie in [0, 1]; got {p!r}")
+    m = len(values)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, index in enumerate(sorted(range(m), key=values.__getitem__)):
+        running = max(running, min(1.0, (m - rank) * values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def paired_difference_interval(
+    both: int, ref_only: int, new_only: int, neither: int, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (his method 10) of a paired difference of proportions.
+
+    For two systems answering the same n items, the difference is new rate - reference rate
+    = (new_only - ref_only) / n. The interval combines the Wilson intervals (l1, u1) of the new rate p1 and
+    (l2, u2) of the reference rate p2 with the correlation phi of the 2x2 table:
+
+        low  = d - sqrt((p1 - l1)^2 - 2 phi (p1 - l1)(u2 - p2) + (u2 - p2)^2)
+        high = d + sqrt((u1 - p1)^2 - 2 phi (u1 - p1)(p2 - l2) + (p2 - l2)^2)
+
+    with phi = (both * neither - ref_only * new_only) / sqrt(product of the four margins), and 0 when a margin
+    is empty (Newcombe 1998, Statistics in Medicine 17:2635; recommended by Fagerland, Lydersen and Laake
+    2014). Unlike the Wald interval it keeps its coverage at small n and near 0 or 1.
+
+    Args:
+        both: Items both systems got right.
+        ref_only: Items only the reference got right.
+        new_only: Items only the new system got right.
+        neither: Items both got wrong.
+        confidence: Coverage of the interval.
+
+    Returns:
+        (low, high) within [-1, 1]; (-1.0, 1.0) when there are no items.
+
+    Raises:
+        ValueError: On a negative count.
+    """
+    counts = (both, ref_only, new_only, neither)
+    if min(counts) < 0:
+        raise ValueError(f"paired counts must be non-negative; got {counts}")
+    n = sum(counts)
+    if n == 0:
+        return (-1.0, 1.0)
+    p1, p2 = (both + new_only) / n, (both + ref_only) / n
+    l1, u1 = wilson_interval(both + new_only, n, confidence)
+    l2, u2 = wilson_interval(both + ref_only, n, confidence)
+    margins = (both + new_only) * (ref_only + neither) * (both + ref_only) * (new_only + neither)
+    phi = (both * neither - ref_only * new_only) / math.sqrt(margins) if margins else 0.0
+    d = p1 - p2
+    # The radicands are sums of squares less at most twice their product (|phi| <= 1): never negative
+    # beyond rounding.
+    low = d - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    high = d + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return (max(-1.0, low), min(1.0, high))
+
+
+#: Largest sample size the power estimates return; beyond it they say "no feasible number" (None).
+MAX_PROGRAMS_ESTIMATE = 10**9
+
+
+def wilson_half_width(rate: float, n: int, confidence: float = 0.95) -> float:
+    """Half the width of the Wilson interval of a proportion observed at `rate` over `n` trials."""
+    z = _z(confidence)
+    return z * math.sqrt(rate * (1.0 - rate) / n + z * z / (4.0 * n * n)) / (1.0 + z * z / n)
+
+
+def programs_to_clear_bar(rate: float, bar: float, confidence: float = 0.95) -> int | None:
+    """About how many trials would put a bar outside the Wilson interval, if the rate stayed as observed.
+
+    The smallest n whose Wilson half-width at `rate` (`wilson_half_width`) falls below |rate - bar|: the
+    half-width shrinks as n grows, so a doubling search and a bisection find it. It is an estimate of how
+    many programs would decide a gate whose interval straddles its bar, not a guarantee: the rate itself
+    moves as programs are added, and the Wilson interval is not centred on the rate.
+
+    Args:
+        rate: Observed proportion in [0, 1].
+        bar: The gate's bar.
+        confidence: Coverage of the interval (the gates use 95%).
+
+    Returns:
+        n, or None when rate equals the bar (no number of trials separates them) or n would exceed
+        `MAX_PROGRAMS_ESTIMATE`.
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must lie in [0, 1]; got {rate!r}")
+    gap = abs(rate - bar)
+    if gap == 0.0:
+        return None
+    high = 1
+    while wilson_half_width(rate, high, confidence) >= gap:
+        high *= 2
+        if high > MAX_PROGRAMS_ESTIMATE:
+            return None
+    low = high // 2  # half-width(low) >= gap, or low == 0
+    while high - low > 1:
+        mid = (low + high) // 2
+        if wilson_half_width(rate, mid, confidence) < gap:
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def mcnemar_programs_needed(
+    discordant_rate: float, delta: float, alpha: float = 0.05, power: float = 0.8
+) -> int | None:
+    """About how many paired items a McNemar test needs to find a difference `delta` (two-sided, at alpha).
+
+    Connor's normal approximation (Biometrics 43:207, 1987), from the observed proportion of discordant pairs
+    psi = (b + c) / n and the observed difference delta = (c - b) / n:
+
+        n = (z_{1 - alpha/2} sqrt(psi) + z_{power} sqrt(psi - delta^2))^2 / delta^2
+
+    Args:
+        discordant_rate: psi, in (0, 1].
+        delta: The difference to detect (its sign does not matter); |delta| <= psi.
+        alpha: Two-sided significance level, in (0, 1).
+        power: Probability of finding the difference, in (0, 1).
+
+    Returns:
+        n rounded up, or None when delta or psi is 0 (nothing to find) or n would exceed
+        `MAX_PROGRAMS_ESTIMATE`.
+
+    Raises:
+        ValueError: On a rate outside [0, 1], |delta| > psi, or alpha / power outside (0, 1).
+    """
+    if not 0.0 <= discordant_rate <= 1.0:
+        raise ValueError(f"discordant_rate must lie in [0, 1]; got {discordant_rate!r}")
+    if abs(delta) > discordant_rate + 1e-12:
+        raise ValueError(f"|delta| cannot exceed the discordant rate; got {delta!r} > {discordant_rate!r}")
+    if not (0.0 < alpha < 1.0 and 0.0 < power < 1.0):
+        raise ValueError(f"alpha and power must lie in (0, 1); got alpha={alpha!r}, power={power!r}")
+    if delta == 0.0 or discordant_rate == 0.0:
+        return None
+    z_alpha = _z(1.0 - alpha)  # _z(c) is the two-sided quantile: z_{1 - alpha/2} for c = 1 - alpha
+    z_power = _z(2.0 * power - 1.0)  # and z_{power} for c = 2 power - 1 (one-sided)
+    root = z_alpha * math.sqrt(discordant_rate) + z_power * math.sqrt(max(0.0, discordant_rate - delta**2))
+    n = math.ceil(root * root / (delta * delta) - 1e-9)
+    return n if n <= MAX_PROGRAMS_ESTIMATE else None

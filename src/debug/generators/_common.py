@@ -38,3 +38,24 @@ def check_int(name: str, knob: str, value: Any, lo: int, hi: int | None = None) 
     if value < lo or (hi is not None and value > hi):
         raise ValueError(f"{name}: {knob} must be an integer with {valid}; got {value!r}")
     return value
+
+
+def check_query(name: str, query: Any) -> bool:
+    """Return `query` if it is a bool, or raise ValueError naming the generator.
+
+    Args:
+        name: The generator's name, for the message.
+        query: The requested `query` flag.
+    """
+    if not isinstance(query, bool):
+        raise ValueError(f"{name}: query must be True or False; got {query!r}")
+    return query
+
+
+def add_query(text: str, answer_var: str, query: bool) -> str:
+    """`text` followed by the query line `#<answer_var>:` when `query` is set, else `text` unchanged.
+
+    The query is a Python comment, so the program runs the same with it; it has no trailing space, so the
+    answer is the very next text after it.
+    """
+    return f"{text}\n#{answer_var}:" if query else text

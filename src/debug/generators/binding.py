@@ -11,6 +11,7 @@ A program is `seq_len` assignment lines followed by a query comment, e.g. (4 lin
 Every line is `var=const` (a digit 0-9) or `var=var` (letters a-z). Variables may be re-assigned; the
 answer follows Python's sequential semantics (`k` is 4 above, not 7). The query line `#k:` is a Python
 comment, so the program runs as is, and it has no trailing space: the answer digit is the very next character.
+This query form is the default here (`query=True`), as in the paper; `query=False` leaves the line off.
 
 Sampling defeats the seed's confound (81% of its answers equalled the line-1 constant): the hop count is drawn
 uniformly from 1..min(max_hops, seq_len), then the line holding the chain's root constant is drawn uniformly
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from debug.generators._common import check_int, check_seq_len
+from debug.generators._common import add_query, check_int, check_query, check_seq_len
 from debug.programs import Program
 from debug.rng import as_random
 
@@ -41,6 +42,7 @@ def make_variable_binding_program(
     max_hops: int = 4,
     p_constant: float = 0.5,
     reassign: float = 0.0,
+    query: bool = True,
 ) -> Program:
     """Generate one variable binding program whose answer is a single digit.
 
@@ -59,6 +61,8 @@ def make_variable_binding_program(
             instead of a name drawn from all 26. Paper style only. Such lines are the hard negatives of a
             model that reads the wrong assignment of a re-assigned name; at 0 (the default) the chain's
             names come up only as often as any other, and the random stream is the one without the knob.
+        query: End the program with the query line `#<query_var>:` (the default, the paper's form). False
+            leaves it off; the lines and metadata are the same either way.
 
     Returns:
         A `Program` whose metadata holds: answer_var and query_var (the queried variable), hops, chain
@@ -83,6 +87,7 @@ def make_variable_binding_program(
         raise ValueError(f"{_NAME}: reassign must be in [0, 1]; got {reassign!r}")
     if reassign and spaced:
         raise ValueError(f"{_NAME}: reassign needs style='paper' (the spaced style never re-assigns)")
+    query = check_query(_NAME, query)
 
     r = as_random(rng)
     rand = r.random
@@ -94,11 +99,10 @@ def make_variable_binding_program(
         lines, chain_vars = _spaced_lines(seq_len, r, chain_lines, root_value, p_constant)
     else:
         lines, chain_vars = _paper_lines(seq_len, r, chain_lines, root_value, p_constant, reassign)
-    query = chain_vars[-1]
-    lines.append(f"#{query}:")
+    query_var = chain_vars[-1]
     metadata = {
-        "answer_var": query,
-        "query_var": query,
+        "answer_var": query_var,
+        "query_var": query_var,
         "hops": hops,
         "chain": chain_vars[::-1],
         "chain_lines": [i + 1 for i in chain_lines[::-1]],
@@ -108,7 +112,7 @@ def make_variable_binding_program(
         "style": style,
         "seq_len": seq_len,
     }
-    return Program("\n".join(lines), root_value, metadata)
+    return Program(add_query("\n".join(lines), query_var, query), root_value, metadata)
 
 
 def _paper_lines(

@@ -8,14 +8,16 @@ Example (seq_len=4)::
     w = d != m
 
 answers True. Every line assigns a fresh letter (so seq_len is at most 26): a constant, `not v`, or `v and u`,
-`v or u`, `v != u` (exclusive or), `v == u` over variables already assigned.
+`v or u`, `v != u` (exclusive or), `v == u` over variables already assigned. With `query=True` the program
+ends in the query line `#w:` (the last variable assigned), so the answer, `True` or `False`, is the very next
+text.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from debug.generators._common import check_seq_len
+from debug.generators._common import add_query, check_query, check_seq_len
 from debug.programs import Program
 from debug.rng import as_random
 
@@ -24,7 +26,12 @@ OPERATORS = ("not", "and", "or", "!=", "==")
 
 
 def make_boolean_program(
-    seq_len: int, rng: Any, *, p_constant: float = 0.25, operators: tuple[str, ...] = OPERATORS
+    seq_len: int,
+    rng: Any,
+    *,
+    p_constant: float = 0.25,
+    operators: tuple[str, ...] = OPERATORS,
+    query: bool = False,
 ) -> Program:
     """Generate `seq_len` boolean assignment lines.
 
@@ -33,12 +40,14 @@ def make_boolean_program(
         rng: Random source (see `debug.rng.as_random`).
         p_constant: Probability that a line after the first assigns True/False rather than an expression.
         operators: Which of "not", "and", "or", "!=", "==" expressions may use.
+        query: End the program with the query line `#<last variable>:`.
 
     Returns:
         Program answering the last assigned variable (a bool); metadata: answer_var, operators_used.
 
     Raises:
-        ValueError: For seq_len outside 1..26, p_constant outside [0, 1] or an unknown operator.
+        ValueError: For seq_len outside 1..26, p_constant outside [0, 1], an unknown operator or a
+            non-bool query.
     """
     name = "make_boolean_program"
     seq_len = check_seq_len(name, seq_len, 1, 26)
@@ -46,6 +55,7 @@ def make_boolean_program(
         raise ValueError(f"{name}: p_constant must be in [0, 1]; got {p_constant!r}")
     if not operators or any(op not in OPERATORS for op in operators):
         raise ValueError(f"{name}: operators must be a non-empty subset of {OPERATORS}; got {operators!r}")
+    query = check_query(name, query)
     r = as_random(rng)
     names = r.sample(_VARS, seq_len)
     values: dict[str, bool] = {}
@@ -70,4 +80,5 @@ def make_boolean_program(
             used.append(op)
         values[lhs] = value
         lines.append(f"{lhs} = {rhs}")
-    return Program("\n".join(lines), values[names[-1]], {"answer_var": names[-1], "operators_used": used})
+    text = add_query("\n".join(lines), names[-1], query)
+    return Program(text, values[names[-1]], {"answer_var": names[-1], "operators_used": used})

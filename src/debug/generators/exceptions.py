@@ -16,6 +16,10 @@ block, whether the `try` line raises. Example (seq_len=2, kinds="all")::
         result += -2
 
 answers 4 (-3 + 7). Fallbacks are drawn from -5..-1 so a raising block never looks like a quiet one.
+
+The answer is a value, never an exception's name: every exception is caught, and which ones were raised is
+what the total encodes. So the query form (`query=True`) is the same as every other family's: the program
+ends in `#result:` and the answer (an integer, possibly negative) is the very next text.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from debug.generators._common import check_seq_len
+from debug.generators._common import add_query, check_query, check_seq_len
 from debug.programs import Program
 from debug.rng import as_random
 
@@ -69,7 +73,12 @@ KINDS: dict[str, Callable[[random.Random, bool], Block]] = {
 
 
 def make_exception_program(
-    seq_len: int, rng: Any, *, p_raise: float = 0.3, kinds: str | tuple[str, ...] = ("zero_division",)
+    seq_len: int,
+    rng: Any,
+    *,
+    p_raise: float = 0.3,
+    kinds: str | tuple[str, ...] = ("zero_division",),
+    query: bool = False,
 ) -> Program:
     """A running total over `seq_len` try/except blocks, some of which raise.
 
@@ -79,12 +88,13 @@ def make_exception_program(
         p_raise: Probability that a block's `try` expression raises.
         kinds: Which exceptions blocks use: names from `KINDS` or "all". The default, integer division only,
             is the seed's program.
+        query: End the program with the query line `#result:`.
 
     Returns:
         Program answering `result`; metadata: answer_var, raised (per block), kinds (per block).
 
     Raises:
-        ValueError: For seq_len < 1, p_raise outside [0, 1] or an unknown kind.
+        ValueError: For seq_len < 1, p_raise outside [0, 1], an unknown kind or a non-bool query.
     """
     name = "make_exception_program"
     seq_len = check_seq_len(name, seq_len, 1)
@@ -94,6 +104,7 @@ def make_exception_program(
     unknown = [k for k in chosen if k not in KINDS]
     if unknown or not chosen:
         raise ValueError(f"{name}: kinds must be 'all' or names from {sorted(KINDS)}; got {kinds!r}")
+    query = check_query(name, query)
     r = as_random(rng)
     lines, total, raised, used = ["result = 0"], 0, [], []
     for _ in range(seq_len):
@@ -104,4 +115,8 @@ def make_exception_program(
         total += fallback if value is None else value
         raised.append(value is None)
         used.append(kind)
-    return Program("\n".join(lines), total, {"answer_var": "result", "raised": raised, "kinds": used})
+    return Program(
+        add_query("\n".join(lines), "result", query),
+        total,
+        {"answer_var": "result", "raised": raised, "kinds": used},
+    )

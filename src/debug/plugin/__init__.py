@@ -1,107 +1,13 @@
-"""The `debug` pytest plugin (entry point `pytest11: debug = debug.plugin`).
+"""The `debug` pytest plugin: its public API for eval modules.
 
-`pytest evals -k variable_binding` runs eval modules whose tests take the `debug_case` fixture: every
-(model, task, seq_len) is one parametrized case with a readable id. Each case records its measurements through
-the `measure` fixture (`debug.plugin.fixture`); the records travel inside pytest's report objects, so
-pytest-xdist workers deliver them and the controller alone writes `reports/<run>/` (results.json,
-samples.jsonl, report.html; `debug.plugin.session`). Gates (`debug.plugin.gates`) and baseline comparisons
-(`debug.plugin.compare`) decide the exit code; a low accuracy on its own never fails a test.
-
-The package is split by role: options, cases, fixture, evaluate, session, storage, gates, compare, terminal.
+An eval module declares `TASKS = [Task(...), ...]`; the plugin turns each (model, task, seq_len) into a `Case`
+and hands the test a `Measurement` through the `measure` fixture. The hooks themselves live in
+`debug.plugin.hooks` (the `pytest11` entry point); see it for how the plugin is split by role.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from debug.plugin.cases import Case, Task
+from debug.plugin.measurement import Measurement
 
-import pytest
-
-from debug.plugin.cases import Case, Task, build_params, family_of
-from debug.plugin.fixture import Measurement, debug_backend, debug_model, measure, record_for_report
-
-__all__ = ["Case", "Measurement", "Task", "debug_backend", "debug_model", "measure"]
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    """Register --model, --num-seqs, --seq-lens, --report-dir, --baseline, --compare-fail, --gate, ..."""
-    from debug.plugin.options import addoption
-
-    addoption(parser)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_configure(config: pytest.Config) -> None:
-    """Validate options; on the controller, load the baseline and register the session that writes reports."""
-    from debug.plugin.options import store_options
-
-    config.addinivalue_line(
-        "markers", "xdist_group(name): pytest-xdist loadgroup group (debug groups by model)"
-    )
-    config.addinivalue_line("markers", "slow: takes more than ~10 s; deselect with -m 'not slow'")
-    options = store_options(config)
-    if hasattr(config, "workerinput"):  # an xdist worker: only the controller aggregates and writes
-        return
-    baseline = None
-    if options.baseline is not None:
-        from debug.plugin.compare import BaselineError, load_baseline
-
-        try:
-            baseline = load_baseline(options.baseline)
-        except BaselineError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        if baseline.program_seed is not None and baseline.program_seed != options.seed:
-            raise pytest.UsageError(
-                f"--baseline {options.baseline} ran with --program-seed {baseline.program_seed}, "
-                f"this run with "
-                f"{options.seed}; use the same seed so both runs score the same programs"
-            )
-    from debug.plugin.session import DebugSession
-
-    config.pluginmanager.register(DebugSession(config, options, baseline), "debug-session")
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Under `-n N` (dist `load`), schedule by model so each model loads on one worker (`scheduling.py`)."""
-    if config.getoption("dist", None) not in ("load", "loadgroup"):
-        return None
-    from debug.plugin.cases import model_labels
-    from debug.plugin.options import get_options
-    from debug.plugin.scheduling import ModelScheduling
-
-    return ModelScheduling(config, log, labels=list(model_labels(get_options(config).models).values()))
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize `debug_case` from the module's TASKS and the --model/--seq-lens/--num-seqs options."""
-    if "debug_case" not in metafunc.fixturenames:
-        return
-    from debug.plugin.options import get_options
-
-    tasks = getattr(metafunc.module, "TASKS", None)
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise pytest.UsageError(
-            f"{metafunc.module.__name__} requests debug_case but defines no TASKS = [Task(...), ...] "
-            "(see debug.plugin.cases)"
-        )
-    options = get_options(metafunc.config)
-    params = build_params(
-        tasks,
-        models=options.models,
-        seq_lens=options.seq_lens,
-        num_seqs=options.num_seqs,
-        seed=options.seed,
-        family=family_of(metafunc.module),
-    )
-    metafunc.parametrize("debug_case", params)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
-    """Attach the case's measurement record to its report (call phase, or a failed setup)."""
-    report = yield
-    if report.when == "call" or (report.when == "setup" and report.failed):
-        record = record_for_report(item)
-        if record is not None:
-            report.debug_record = record
-    return report
+__all__ = ["Case", "Measurement", "Task"]

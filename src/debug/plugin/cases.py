@@ -14,6 +14,20 @@ An eval module lists its tasks at module level::
 test whose id reads `test_variable_binding[embedded:binder-VARIABLE_BINDING-16]`, so `-k variable_binding` or
 `-k "binding and 16"` selects naturally. Nothing heavy happens at collection time (no model, no programs),
 so a 10,000-case `--collect-only` stays fast.
+
+Prompt forms. A task may say which form it measures: `form="query"` (the raw program ending in the query
+line `#<answer_var>:`, generated with `knobs={"query": True}` and prompted as `{code}`: what the embedded
+models are trained on) or `form="instruction"` (a template from `debug.prompts` that asks the question in
+words). A task without a form (binding, whose raw program is the paper's prompt for every model) runs in
+either.
+`--prompt-form` picks per model: `query`, `instruction`, or `auto` (the default), which is `query` for
+`embedded:*` models and `instruction` for every other model. Why instruction for those: a hub or local model
+was never taught that a trailing `#x:` comment is a question, so the query form would measure its guess at the
+format as much as its tracing, and an instruction model under `--chat-template` would get a bare program with
+no question at all; the instruction tasks are also what those models were measured on before, so their case
+ids, cached answers and saved baselines stay comparable. Under `auto` a run of an embedded and a hub model
+measures them on different tasks of the same family (only form-less tasks pair); pass `--prompt-form query`
+(or `instruction`) to measure both on the same prompts.
 """
 
 from __future__ import annotations
@@ -24,6 +38,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
+from debug import prompts
+from debug.generators import GENERATORS, check_query_support
+from debug.models import EMBEDDED_PREFIX
+
+#: What a task's `form` may be (None: the task runs in every form).
+TASK_FORMS = ("query", "instruction")
+#: What `--prompt-form` accepts; "auto" is "query" for `embedded:*` models and "instruction" for the rest.
+PROMPT_FORMS = ("auto", *TASK_FORMS)
 
 
 @dataclass(frozen=True)
@@ -38,6 +61,11 @@ class Task:
         seq_lens: The sequence lengths measured when `--seq-lens` is not given.
         knobs: Extra keyword arguments for the generator.
         parser: Answer parser; None picks `debug.parsing.parser_for(expected answer)`.
+        form: "query" (raw program ending in `#<answer_var>:`), "instruction" (a worded template), or None
+            (runs whatever `--prompt-form` says). `--prompt-form` measures only the tasks of its form.
+
+    Raises:
+        ValueError: For an unknown form, or `knobs={"query": True}` on a generator without a query form.
     """
 
     name: str
@@ -46,6 +74,21 @@ class Task:
     seq_lens: tuple[int, ...] = (4, 8, 16)
     knobs: dict[str, Any] = field(default_factory=dict)
     parser: Callable[[str], Any] | None = None
+    form: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.form is not None and self.form not in TASK_FORMS:
+            raise ValueError(
+                f"Task {self.name!r}: form must be one of {TASK_FORMS} or None; got {self.form!r}"
+            )
+        if self.knobs.get("query"):
+            # Checked here, at collection, so a generator without a query form fails before any model loads.
+            generator = GENERATORS.get(self.generator) if isinstance(self.generator, str) else self.generator
+            if generator is not None:
+                try:
+                    check_query_support(generator)
+                except ValueError as exc:
+                    raise ValueError(f"Task {self.name!r}: {exc}") from None
 
     @property
     def generator_name(self) -> str:
@@ -99,6 +142,7 @@ class Case:
             "num_seqs": self.num_seqs,
             "seed": self.seed,
             "knobs": {k: repr(v) for k, v in self.task.knobs.items()},
+            "form": self.task.form,
         }
 
 
@@ -123,6 +167,20 @@ def family_of(module: Any) -> str:
     return name[5:] if name.startswith("test_") else name
 
 
+def resolve_form(model: str, prompt_form: str = "auto") -> str:
+    """The prompt form measured for `model`: `prompt_form`, or for "auto" "query" on `embedded:*` models
+    (trained on it) and "instruction" on any other (see the module docstring for why).
+
+    Raises:
+        ValueError: For a `prompt_form` outside `PROMPT_FORMS`.
+    """
+    if prompt_form not in PROMPT_FORMS:
+        raise ValueError(f"--prompt-form must be one of {', '.join(PROMPT_FORMS)}; got {prompt_form!r}")
+    if prompt_form != "auto":
+        return prompt_form
+    return "query" if model.startswith(EMBEDDED_PREFIX) else "instruction"
+
+
 def build_params(
     tasks: Sequence[Task],
     *,
@@ -131,15 +189,22 @@ def build_params(
     num_seqs: int,
     seed: int,
     family: str,
+    prompt_form: str = "auto",
 ) -> list[Any]:
-    """`pytest.param`s for every (model, task, seq_len), grouped by model for xdist's `loadgroup`."""
+    """`pytest.param`s for every (model, task, seq_len), grouped by model for xdist's `loadgroup`.
+
+    A model gets only the tasks of its form (`resolve_form(model, prompt_form)`) and the form-less ones.
+    """
     labels = model_labels(models)
     params = []
     for model in models:
         # One xdist group per model: under `--dist loadgroup` all its cases run on one worker, which loads
         # it once.
         mark = pytest.mark.xdist_group(name=f"debug-model-{labels[model]}")
+        form = resolve_form(model, prompt_form)
         for task in tasks:
+            if task.form not in (None, form):
+                continue
             for seq_len in seq_lens or task.seq_lens:
                 case = Case(model, labels[model], task, int(seq_len), num_seqs, seed, family)
                 params.append(pytest.param(case, id=case.param_id, marks=mark))
@@ -154,8 +219,6 @@ def resolve_generator(generator: str | Callable[..., Any]) -> Callable[..., Any]
     """
     if callable(generator):
         return generator
-    from debug.generators import GENERATORS
-
     if generator not in GENERATORS:
         raise ValueError(f"unknown generator {generator!r}; known: {', '.join(sorted(GENERATORS))}")
     return GENERATORS[generator]
@@ -169,8 +232,6 @@ def resolve_prompt(prompt: str) -> str:
     """
     if "{code}" in prompt:
         return prompt
-    from debug import prompts
-
     template = getattr(prompts, prompt, None)
     if not isinstance(template, str) or "{code}" not in template:
         known = sorted(n for n, v in vars(prompts).items() if isinstance(v, str) and "{code}" in v)

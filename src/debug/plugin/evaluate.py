@@ -4,19 +4,33 @@
 and every run sees the same ones), score them with the model through `debug.scoring.score_programs` (answer
 cache included), and record accuracy, mean answer log-probability, parse-failure rate and the heuristic
 baselines, plus one sample record per program.
+
+`Backend` places each model: on the worker's own device (`debug.models.worker_device`: xdist worker gwK on
+`cuda:K mod count`, or the K-th of `--devices`), or with `device_map="auto"` within `--max-memory`. A served
+model (`openai:` id) stays on its server; `--max-concurrency` bounds its requests in flight. The case info
+records where every model ran (`device`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from debug import models
+from debug._util.jsonable import jsonable
+from debug.baselines import heuristic_baselines
+from debug.cache import AnswerCache
+from debug.parsing import parser_for
 from debug.plugin.cases import Case, resolve_generator, resolve_prompt
+from debug.programs import generate_programs
+from debug.scoring import score_programs
+from debug.serving import ServedModel
 
 if TYPE_CHECKING:
-    from debug.plugin.fixture import Measurement
+    from debug.plugin.measurement import Measurement
     from debug.plugin.options import DebugOptions
 
 
@@ -28,7 +42,8 @@ class Backend:
     """Loads models once per process and scores programs; the `debug_backend` fixture returns one.
 
     Args:
-        options: The run's resolved plugin options (cache folder, `--no-cache`, batch size).
+        options: The run's resolved plugin options (cache folder, `--no-cache`, batch size, placement, chat
+            template, concurrency).
     """
 
     def __init__(self, options: DebugOptions):
@@ -44,10 +59,8 @@ class Backend:
         """
         if model_id in self._failures:
             raise ModelLoadError(self._failures[model_id])
-        from debug import models
-
         try:
-            return models.load(model_id)
+            return models.load(model_id, **self.placement_kwargs())
         except Exception as exc:  # noqa: BLE001 - any load failure errors this model's cases only
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             self._failures[model_id] = (
@@ -56,21 +69,25 @@ class Backend:
             # `from None`: the message already names the cause, and pytest then shows one error, not two.
             raise ModelLoadError(self._failures[model_id]) from None
 
+    def placement_kwargs(self) -> dict[str, Any]:
+        """`models.load` arguments that place this process's models (see the module docstring)."""
+        max_memory = getattr(self.options, "max_memory", None)
+        if max_memory:
+            return {"device_map": "auto", "max_memory": dict(max_memory)}
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        return {"device": models.worker_device(worker, getattr(self.options, "devices", None))}
+
     @property
     def cache(self) -> Any:
         """The answer cache (`debug.cache.AnswerCache`), or None under `--no-cache`."""
         if self.options.no_cache:
             return None
         if self._cache is None:
-            from debug.cache import AnswerCache
-
             self._cache = AnswerCache(Path(self.options.cache_dir))
         return self._cache
 
     def score(self, loaded: Any, programs: Sequence[Any], template: str, *, parser: Any = None) -> list[Any]:
         """Score programs with `debug.scoring.score_programs` (batched, cached)."""
-        from debug.scoring import score_programs
-
         return score_programs(
             loaded,
             list(programs),
@@ -80,6 +97,9 @@ class Backend:
             max_new_tokens=self.options.max_new_tokens,
             cache=self.cache,
             progress=False,
+            chat_template=getattr(self.options, "chat_template", False),
+            chat_template_kwargs=getattr(self.options, "chat_template_kwargs", None),
+            max_concurrency=getattr(self.options, "max_concurrency", None),
         )
 
 
@@ -97,8 +117,6 @@ def sample_record(sample: Any, program: Any, case: Case, loaded: Any, case_id: s
     `predicted` is the parsed answer; `parsed` says whether the parser read one (a `debug.scoring.Sample`
     carries that flag; for other scorers it is "predicted is not None").
     """
-    from debug.plugin.fixture import jsonable
-
     fields = _as_mapping(sample)
     predicted = fields.get("predicted_answer")
     parsed = fields.get("parsed")
@@ -126,11 +144,13 @@ def sample_record(sample: Any, program: Any, case: Case, loaded: Any, case_id: s
     }
 
 
+def logprob_unavailable(records: Sequence[dict[str, Any]]) -> bool:
+    """Whether no record has an answer log-prob (a served model without echo + logprobs)."""
+    return bool(records) and all(r.get("logprob") is None for r in records)
+
+
 def evaluate_case(measure: Measurement, case: Case, loaded: Any, backend: Backend) -> list[Any]:
     """Generate, score and record one eval case. See the module docstring."""
-    from debug.baselines import heuristic_baselines
-    from debug.programs import generate_programs
-
     generator = resolve_generator(case.task.generator)
     template = resolve_prompt(case.task.prompt)
     programs = generate_programs(
@@ -138,15 +158,23 @@ def evaluate_case(measure: Measurement, case: Case, loaded: Any, backend: Backen
     )
     parser = case.task.parser
     if parser is None:
-        from debug.parsing import parser_for
-
         parser = parser_for(programs[0].answer)
     samples = backend.score(loaded, programs, template, parser=parser)
     if len(samples) != len(programs):
         raise RuntimeError(f"the scorer returned {len(samples)} samples for {len(programs)} programs")
     records = [sample_record(s, p, case, loaded, measure.name) for s, p in zip(samples, programs)]
     n = len(records)
-    measure.info(model=case.model, fingerprint=getattr(loaded, "fingerprint", None), seq_len=case.seq_len)
+    measure.info(
+        model=case.model,
+        fingerprint=getattr(loaded, "fingerprint", None),
+        seq_len=case.seq_len,
+        device=models.placement(loaded),
+    )
+    options = getattr(backend, "options", None)
+    if getattr(options, "chat_template", False):
+        measure.info(chat_template=True, chat_template_kwargs=options.chat_template_kwargs or {})
+    if isinstance(loaded, ServedModel) and logprob_unavailable(records):
+        measure.info(answer_logprob="unavailable: the server returns no prompt log-probs")
     measure.metric("accuracy", k=sum(r["correct"] for r in records), n=n)
     measure.metric("parse_failure_rate", k=sum(not r["parsed"] for r in records), n=n)
     logprobs = [float(r["logprob"]) for r in records if r["logprob"] is not None]

@@ -6,6 +6,13 @@
 - METRIC is a recorded metric (`accuracy`, `parse_failure_rate`, `mean_logprob`, `baseline/copy_line_1`, ...).
 - VALUE is a number, or a percentage like `95%`.
 
+A gate that cannot decide anything is refused when the run starts, from `--gate` and `[tool.debug]` alike:
+a bar outside the range its metric can take (`accuracy>=95` -- a proportion lies in [0, 1]; the message
+suggests `95%` -- or `mean_logprob>=0.5`, a log-probability is never positive), and a bar at the edge of
+that range on the side that always holds (`accuracy>=0`, `parse_failure_rate<=1`), which can never fail.
+Proportions are `PROPORTION_METRICS` and every metric under a `PROPORTION_PREFIXES` prefix; log-probabilities
+are `LOGPROB_METRICS`; other metrics (effects, counts) take any finite bar.
+
 A gate is evaluated per model over the cases it selects: proportions are pooled (sum of k over sum of n, with
 the Wilson 95% interval of the pool), other metrics are averaged. The gate passes when the measured value is
 on the right side of the bar (`>=` or `<=`); the report also says whether the interval straddles the bar, i.e.
@@ -16,10 +23,13 @@ run a subset.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from debug.stats import interval_straddles, pooled_proportion
 
 GRAMMAR = '"[SELECTOR:]METRIC>=VALUE" or "[SELECTOR:]METRIC<=VALUE", e.g. "variable_binding:accuracy>=0.95"'
 METRIC_NAME = re.compile(r"[A-Za-z_][\w.\-/]*")
@@ -29,8 +39,59 @@ _EXPR = re.compile(
 )
 
 
+#: Metrics that are proportions in [0, 1] (recorded with k and n): the evals' and `debug.plugin.compare`'s.
+PROPORTION_METRICS = frozenset({"accuracy", "parse_failure_rate", "robust_pairs"})
+#: Metric families that are proportions too (`baseline/copy_line_1`, `iia/query/max`, ...).
+PROPORTION_PREFIXES = ("baseline/", "iia/")
+#: Metrics that are log-probabilities, never above 0.
+LOGPROB_METRICS = frozenset({"mean_logprob"})
+
+
 class GateError(ValueError):
-    """A gate expression does not follow the grammar."""
+    """A gate expression does not follow the grammar, or its bar can never pass or never fail."""
+
+
+def metric_range(metric: str) -> tuple[float, float] | None:
+    """The closed range a metric's values lie in, or None when it is unbounded (or unknown)."""
+    if metric in PROPORTION_METRICS or metric.startswith(PROPORTION_PREFIXES):
+        return 0.0, 1.0
+    if metric in LOGPROB_METRICS:
+        return -math.inf, 0.0
+    return None
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _check_bar(gate: Gate, percent: bool) -> None:
+    """Raise `GateError` when `gate` can never pass or can never fail, whatever the model does."""
+    where = "[tool.debug] gate" if gate.source == "pyproject" else gate.source
+    head = f"{where} {gate.text}: "
+    if not math.isfinite(gate.value):
+        raise GateError(f"{head}the bar must be a finite number")
+    bounds = metric_range(gate.metric)
+    if bounds is None:
+        return
+    low, high = bounds
+    op, value, metric = gate.op, gate.value, gate.metric
+    if low == 0.0 and high == 1.0:
+        what = f"{metric} is a proportion in [0, 1]"
+        if not low <= value <= high:
+            if not percent and 1.0 < value <= 100.0:
+                raise GateError(f"{head}{what}; did you mean {_number(value)}%?")
+            never = "pass" if (op == ">=") == (value > high) else "fail"
+            raise GateError(f"{head}{what}, so this gate can never {never}; use a bar in [0, 1] or 0%..100%")
+    else:
+        what = f"{metric} is a log-probability (never above 0)"
+        if value > high:
+            never = "pass" if op == ">=" else "fail"
+            raise GateError(f"{head}{what}, so this gate can never {never}; use a negative bar, e.g. >=-0.5")
+    if (op == ">=" and value == low) or (op == "<=" and value == high):
+        raise GateError(
+            f"{head}{metric} is never {'below' if op == '>=' else 'above'} {_number(value)}, so this gate "
+            "can never fail; move the bar inside the range"
+        )
 
 
 @dataclass(frozen=True)
@@ -63,10 +124,10 @@ class Gate:
 
 
 def parse_gate(text: str, source: str = "--gate") -> Gate:
-    """Parse one gate expression.
+    """Parse one gate expression and check that its bar can both pass and fail (see the module docstring).
 
     Raises:
-        GateError: With the grammar, when `text` does not follow it.
+        GateError: One line: the grammar, when `text` does not follow it, or why the bar decides nothing.
     """
     # The selector may itself contain ':' (model ids), so split at the last ':' (a VALUE never has one).
     head, sep, tail = str(text).rpartition(":")
@@ -75,7 +136,9 @@ def parse_gate(text: str, source: str = "--gate") -> Gate:
         raise GateError(f"malformed gate {text!r} ({source}); the grammar is {GRAMMAR}")
     selector = head.strip() if sep else None
     value = float(match["value"]) / (100.0 if match["percent"] else 1.0)
-    return Gate(selector, match["metric"], match["op"], value, source, str(text).strip())
+    gate = Gate(selector, match["metric"], match["op"], value, source, str(text).strip())
+    _check_bar(gate, percent=bool(match["percent"]))
+    return gate
 
 
 @dataclass(frozen=True)
@@ -122,16 +185,12 @@ class GateOutcome:
 def _pool(
     metrics: list[Mapping[str, Any]],
 ) -> tuple[float | None, float | None, float | None, int | None, int | None]:
-    from debug.stats import wilson_interval
-
     values = [m for m in metrics if m.get("value") is not None]
     if not values:
         return None, None, None, None, None
     if all(m.get("k") is not None and m.get("n") for m in values):
-        k = sum(int(m["k"]) for m in values)
-        n = sum(int(m["n"]) for m in values)
-        low, high = wilson_interval(k, n)
-        return k / n, low, high, k, n
+        pool = pooled_proportion((m["k"], m["n"]) for m in values)
+        return pool.value, pool.low, pool.high, pool.k, pool.n
     if len(values) == 1:
         return float(values[0]["value"]), values[0].get("low"), values[0].get("high"), None, None
     return sum(float(m["value"]) for m in values) / len(values), None, None, None, None
@@ -139,8 +198,6 @@ def _pool(
 
 def evaluate_gates(gates: Iterable[Gate], cases: Iterable[Mapping[str, Any]]) -> list[GateOutcome]:
     """Check every gate per model over the cases it selects (see the module docstring)."""
-    from debug.stats import interval_straddles
-
     cases = [c for c in cases if c.get("metrics")]
     outcomes: list[GateOutcome] = []
     for gate in gates:

@@ -15,15 +15,33 @@ from typing import Any
 
 import pytest
 
+from debug.chat import check_chat_template_kwargs
+from debug.models import DEFAULT_MODEL, parse_devices, parse_max_memory
+from debug.plugin.cases import PROMPT_FORMS
+from debug.plugin.compare import ALPHA_RANGE, CORRECTIONS, DEFAULT_ALPHA, parse_alpha, parse_fail_rule
 from debug.plugin.gates import Gate, GateError, parse_gate
 
-DEFAULT_NUM_SEQS = 50
+#: Programs per eval case without --num-seqs (`debug.config.DEFAULT_NUM_SEQS` is the Python API's default).
+EVAL_NUM_SEQS = 50
 _OPTIONS_KEY = pytest.StashKey["DebugOptions"]()
+
+#: Every integer option of the plugin -> (smallest, largest accepted value, an example). A value outside is
+#: refused in `resolve_options`, before any case is collected or model loaded. The upper bounds are far past
+#: any useful run and exist so a typo (an extra digit, a pasted number) stops at once instead of after
+#: minutes of generating programs or allocating batches.
+NUMERIC_OPTIONS: dict[str, tuple[int, int, str]] = {
+    "--num-seqs": (1, 1_000_000, "50"),  # programs per case
+    "--seq-lens": (1, 10_000, "4,8,16"),  # each of them: lines, blocks or loop iterations
+    "--program-seed": (0, 2**63 - 1, "0"),  # fits a signed 64-bit integer in results.json readers
+    "--batch-size": (1, 65_536, "32"),  # prompts per forward
+    "--max-new-tokens": (1, 32_768, "4"),  # generated tokens per answer
+    "--max-concurrency": (1, 1_024, "8"),  # requests in flight to a served (openai:) model
+}
 
 
 @dataclass(frozen=True)
 class CompareFail:
-    """`--compare-fail METRIC:MARGIN`: fail when a case drops by more than `margin` with p < `alpha`."""
+    """`--compare-fail METRIC:MARGIN`: fail when a case drops by more than `margin` (adjusted p < `alpha`)."""
 
     metric: str
     margin: float
@@ -48,6 +66,19 @@ class DebugOptions:
     batch_size: int | None
     max_new_tokens: int | None
     args: tuple[str, ...] = field(default_factory=tuple)
+    prompt_form: str = "auto"
+    #: The model the other `--model`s are compared with (None with a single model).
+    reference: str | None = None
+    compare_alpha: float = DEFAULT_ALPHA
+    compare_correction: str = "holm"
+    #: Requests in flight per served (`openai:`) model.
+    max_concurrency: int = 8
+    chat_template: bool = False
+    chat_template_kwargs: dict[str, Any] | None = field(default=None, hash=False)
+    #: `--devices`: the devices workers take in turn (None: the visible CUDA devices, else auto).
+    devices: tuple[str, ...] | None = None
+    #: `--max-memory`: per-device budget; set, models load with device_map="auto" across those devices.
+    max_memory: dict[Any, str] | None = field(default=None, hash=False)
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -58,11 +89,12 @@ def addoption(parser: pytest.Parser) -> None:
         action="append",
         default=None,
         metavar="ID",
-        help="model to evaluate (repeatable): embedded:NAME, a local folder or a hub id "
+        help="model to evaluate (repeatable): embedded:NAME, a local folder, a hub id or a served model "
+        "openai:NAME@http://HOST:PORT/v1 (base URL from $OPENAI_BASE_URL without @...) "
         "(default: debug.DEFAULT_MODEL)",
     )
     group.addoption(
-        "--num-seqs", default=None, metavar="N", help=f"programs per case (default {DEFAULT_NUM_SEQS})"
+        "--num-seqs", default=None, metavar="N", help=f"programs per case (default {EVAL_NUM_SEQS})"
     )
     group.addoption(
         "--seq-lens",
@@ -93,7 +125,28 @@ def addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="METRIC:MARGIN",
         help="exit non-zero when a case drops by more than MARGIN (e.g. accuracy:2pp, "
-        "accuracy:0.02) with p < 0.05 against --baseline",
+        "accuracy:0.02), significantly after --compare-correction, against --baseline or the reference "
+        "model, or when a compared case's programs do not all pair",
+    )
+    group.addoption(
+        "--reference",
+        default=None,
+        metavar="ID",
+        help="with several --model: the model the others are compared with (default: the first --model)",
+    )
+    group.addoption(
+        "--compare-alpha",
+        default=str(DEFAULT_ALPHA),
+        metavar="A",
+        help=f"family-wise significance level of --compare-fail, in [{ALPHA_RANGE[0]:g}, {ALPHA_RANGE[1]:g}] "
+        f"(default {DEFAULT_ALPHA})",
+    )
+    group.addoption(
+        "--compare-correction",
+        default="holm",
+        choices=CORRECTIONS,
+        help="multiple-comparison correction over all compared cases: holm (Holm step-down, the default) "
+        "or none (raw p-values)",
     )
     group.addoption(
         "--gate",
@@ -109,52 +162,97 @@ def addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--max-new-tokens", default=None, metavar="N", help="generation budget per answer (default: scorer's)"
     )
+    group.addoption(
+        "--prompt-form",
+        default="auto",
+        choices=PROMPT_FORMS,
+        help="which tasks each family measures: query (the raw program ending in '#<var>:'), instruction "
+        "(the worded templates) or auto (default: query for embedded:* models, instruction for the rest); "
+        "tasks with no form (variable binding) run in all",
+    )
+    group.addoption(
+        "--max-concurrency",
+        default="8",
+        metavar="N",
+        help="requests in flight to each served (openai:) model (default 8)",
+    )
+    group.addoption(
+        "--chat-template",
+        action="store_true",
+        default=False,
+        help="render each prompt as one user message through the model's own chat template "
+        "(served models: /v1/chat/completions)",
+    )
+    group.addoption(
+        "--chat-template-kwargs",
+        default=None,
+        metavar="JSON",
+        help="""arguments of the chat template as a JSON object, e.g. '{"enable_thinking": false}' """
+        "(needs --chat-template)",
+    )
+    group.addoption(
+        "--devices",
+        default=None,
+        metavar="LIST",
+        help="devices the xdist workers take in turn, e.g. cuda:0,cuda:1 (default: worker gwK on "
+        "cuda:K mod the visible GPUs; without GPUs auto)",
+    )
+    group.addoption(
+        "--max-memory",
+        default=None,
+        metavar="MAP",
+        help="load each model with device_map=auto within these budgets, e.g. 0=20GiB,1=20GiB "
+        "(a model larger than one GPU)",
+    )
     parser.addini(
         "debug_gates", type="linelist", default=[], help="gates applied to every run (same grammar as --gate)"
     )
 
 
-def _positive_int(text: str | None, option: str, example: str) -> int | None:
+def _range_words(option: str) -> str:
+    low, high, example = NUMERIC_OPTIONS[option]
+    kind = "a non-negative integer" if low == 0 else "a positive integer"
+    if option == "--seq-lens":
+        kind = "comma-separated positive integers"
+    return f"{option} takes {kind} in [{low}, {high}], e.g. {option} {example}"
+
+
+def bounded_int(text: Any, option: str) -> int | None:
+    """`text` as an int within `NUMERIC_OPTIONS[option]`, or None for None.
+
+    Raises:
+        pytest.UsageError: One line naming the option and its valid range.
+    """
     if text is None:
         return None
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise pytest.UsageError(f"{option} takes a positive integer, e.g. {option} {example}; got {text!r}")
-    return value
+    low, high, _ = NUMERIC_OPTIONS[option]
+    stripped = str(text).strip()
+    # Digits only (no sign, no underscores, at most 20 of them): int() of a long digit string is slow.
+    if not re.fullmatch(r"\d{1,20}", stripped) or not low <= int(stripped) <= high:
+        raise pytest.UsageError(f"{_range_words(option)}; got {text!r}")
+    return int(stripped)
 
 
 def _seq_lens(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    if not parts or not all(re.fullmatch(r"\d+", p) and int(p) > 0 for p in parts):
-        raise pytest.UsageError(
-            f"--seq-lens takes comma-separated positive integers, e.g. --seq-lens 4,8,16; got {text!r}"
-        )
-    return tuple(dict.fromkeys(int(p) for p in parts))
+    if not parts:
+        raise pytest.UsageError(f"{_range_words('--seq-lens')}; got {text!r}")
+    try:
+        values = [bounded_int(p, "--seq-lens") for p in parts]
+    except pytest.UsageError:
+        raise pytest.UsageError(f"{_range_words('--seq-lens')}; got {text!r}") from None
+    return tuple(dict.fromkeys(v for v in values if v is not None))
 
 
 def parse_compare_fail(text: str) -> CompareFail:
     """Parse `METRIC:MARGIN` where MARGIN is `2pp` (percentage points) or an absolute number like `0.02`.
 
     Raises:
-        ValueError: With the accepted grammar.
+        ValueError: With the accepted grammar (`debug.plugin.compare.parse_fail_rule`).
     """
-    from debug.plugin.compare import PAIRED_METRICS
-
-    match = re.fullmatch(r"\s*([A-Za-z_][\w]*)\s*:\s*([0-9]*\.?[0-9]+)\s*(pp)?\s*", text or "")
-    grammar = "--compare-fail takes METRIC:MARGIN, e.g. accuracy:2pp or accuracy:0.02"
-    if not match:
-        raise ValueError(f"{grammar}; got {text!r}")
-    metric, number, unit = match.groups()
-    if metric not in PAIRED_METRICS:
-        raise ValueError(f"{grammar}; METRIC must be one of {', '.join(PAIRED_METRICS)}, got {metric!r}")
-    margin = float(number) / 100.0 if unit else float(number)
-    if not 0.0 <= margin < 1.0:
-        raise ValueError(f"{grammar}; the margin must be below 100pp, got {text!r}")
+    metric, margin = parse_fail_rule(text, "--compare-fail")
     return CompareFail(metric, margin, text.strip())
 
 
@@ -181,30 +279,48 @@ def pyproject_gates(config: pytest.Config) -> list[str]:
 
 def resolve_options(config: pytest.Config) -> DebugOptions:
     """Validate every option; raise `pytest.UsageError` with a one-line fix on bad input."""
-    import debug
-
-    models = tuple(config.getoption("--model") or [debug.DEFAULT_MODEL])
+    models = tuple(config.getoption("--model") or [DEFAULT_MODEL])
     for model in models:
         if not model.strip():
             raise pytest.UsageError(
                 "--model needs a model id, e.g. --model embedded:binder; got an empty one"
             )
     models = tuple(dict.fromkeys(m.strip() for m in models))
-    num_seqs = _positive_int(config.getoption("--num-seqs"), "--num-seqs", "50") or DEFAULT_NUM_SEQS
-    seed_text = config.getoption("--program-seed")
-    if not re.fullmatch(r"\d+", str(seed_text).strip()):
-        raise pytest.UsageError(f"--program-seed takes a non-negative integer, e.g. 0; got {seed_text!r}")
+    num_seqs = bounded_int(config.getoption("--num-seqs"), "--num-seqs") or EVAL_NUM_SEQS
+    seed = bounded_int(config.getoption("--program-seed"), "--program-seed")
+    batch_size = bounded_int(config.getoption("--batch-size"), "--batch-size")
+    max_new_tokens = bounded_int(config.getoption("--max-new-tokens"), "--max-new-tokens")
+    seq_lens = _seq_lens(config.getoption("--seq-lens"))
     compare_text = config.getoption("--compare-fail")
     baseline_text = config.getoption("--baseline")
     compare_fail = None
+    reference = config.getoption("--reference")
+    if reference is not None and reference.strip() not in models:
+        raise pytest.UsageError(
+            f"--reference names the model the others are compared with and must be one of the --model "
+            f"values ({', '.join(models)}); got {reference!r}"
+        )
+    if reference is not None and len(models) == 1:
+        raise pytest.UsageError(
+            f"--reference {reference} needs a second --model to compare with it, e.g. --model {models[0]} "
+            "--model OTHER"
+        )
+    # Several models are compared with the reference (the first --model unless --reference says otherwise).
+    reference = (reference.strip() if reference else models[0]) if len(models) > 1 else None
+    try:
+        compare_alpha = parse_alpha(config.getoption("--compare-alpha"), "--compare-alpha")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     if compare_text is not None:
         try:
             compare_fail = parse_compare_fail(compare_text)
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
-        if baseline_text is None:
+        compare_fail = CompareFail(compare_fail.metric, compare_fail.margin, compare_fail.text, compare_alpha)
+        if baseline_text is None and reference is None:
             raise pytest.UsageError(
-                "--compare-fail needs --baseline PATH (the results.json to compare against)"
+                "--compare-fail needs something to compare with: --baseline PATH (an earlier run's "
+                "results.json) or a second --model"
             )
     gates: list[Gate] = []
     try:
@@ -212,6 +328,22 @@ def resolve_options(config: pytest.Config) -> DebugOptions:
         gates.extend(parse_gate(text, source="pyproject") for text in pyproject_gates(config))
     except GateError as exc:
         raise pytest.UsageError(str(exc)) from None
+    max_concurrency = bounded_int(config.getoption("--max-concurrency"), "--max-concurrency")
+    chat_template = bool(config.getoption("--chat-template"))
+    kwargs_text = config.getoption("--chat-template-kwargs")
+    try:
+        chat_template_kwargs = check_chat_template_kwargs(kwargs_text, "--chat-template-kwargs")
+        devices = parse_devices(config.getoption("--devices"), "--devices")
+        max_memory = parse_max_memory(config.getoption("--max-memory"), "--max-memory")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if chat_template_kwargs is not None and not chat_template:
+        raise pytest.UsageError("--chat-template-kwargs needs --chat-template (add it, or drop the kwargs)")
+    if devices is not None and max_memory is not None:
+        raise pytest.UsageError(
+            "--devices puts each worker's models on one device and --max-memory spreads a model over "
+            "several; use one of them"
+        )
     root = config.rootpath
     report_dir = Path(config.getoption("--report-dir"))
     baseline = Path(baseline_text) if baseline_text else None
@@ -220,8 +352,8 @@ def resolve_options(config: pytest.Config) -> DebugOptions:
     return DebugOptions(
         models=models,
         num_seqs=num_seqs,
-        seq_lens=_seq_lens(config.getoption("--seq-lens")),
-        seed=int(seed_text),
+        seq_lens=seq_lens,
+        seed=int(seed or 0),
         report_dir=report_dir if report_dir.is_absolute() else root / report_dir,
         baseline=baseline,
         compare_fail=compare_fail,
@@ -232,9 +364,18 @@ def resolve_options(config: pytest.Config) -> DebugOptions:
         cache_dir=Path(os.environ["DEBUG_CACHE_DIR"])
         if os.environ.get("DEBUG_CACHE_DIR")
         else root / ".debug_cache",
-        batch_size=_positive_int(config.getoption("--batch-size"), "--batch-size", "32"),
-        max_new_tokens=_positive_int(config.getoption("--max-new-tokens"), "--max-new-tokens", "4"),
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
         args=tuple(config.invocation_params.args),
+        prompt_form=config.getoption("--prompt-form"),
+        reference=reference,
+        compare_alpha=compare_alpha,
+        compare_correction=config.getoption("--compare-correction"),
+        max_concurrency=int(max_concurrency or 8),
+        chat_template=chat_template,
+        chat_template_kwargs=chat_template_kwargs,
+        devices=devices,
+        max_memory=max_memory,
     )
 
 
@@ -265,4 +406,13 @@ def describe_options(options: DebugOptions) -> dict[str, Any]:
         "no_cache": options.no_cache,
         "batch_size": options.batch_size,
         "max_new_tokens": options.max_new_tokens,
+        "prompt_form": options.prompt_form,
+        "reference": options.reference,
+        "compare_alpha": options.compare_alpha,
+        "compare_correction": options.compare_correction,
+        "max_concurrency": options.max_concurrency,
+        "chat_template": options.chat_template,
+        "chat_template_kwargs": options.chat_template_kwargs,
+        "devices": list(options.devices) if options.devices else None,
+        "max_memory": {str(k): v for k, v in options.max_memory.items()} if options.max_memory else None,
     }

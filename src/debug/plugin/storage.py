@@ -1,50 +1,42 @@
-"""Where a run is written: `<report-dir>/<timestamp>-<id>/`, mirrored to `<report-dir>/latest/`.
+"""Where a run is written: `<report-dir>/<timestamp>-<id>/`, with `<report-dir>/latest` naming the newest.
 
-Files are written atomically (a temporary file in the same folder, then `os.replace`), so a reader never sees
-half a results.json. samples.jsonl is appended and flushed as each case finishes, so a killed run keeps every
+Files are written atomically (`debug._util.files`: a temporary file in the same folder, then `os.replace`), so
+a reader never sees half a results.json, and every file a run writes gets mode 0666 less the umask, like any
+file `open` creates. samples.jsonl is appended and flushed as each case finishes, so a killed run keeps every
 finished sample.
+
+`latest` is a symbolic link to the run folder (relative: `latest -> 20261201-120000-ab12cd`), swapped in one
+`os.replace` of a freshly made link, so two runs finishing at once leave it naming one of them and never a
+half-copied folder; `reports/latest/results.json` reads through it. A real `latest/` folder left by older
+versions (which copied the run there) is renamed away and deleted the first time. Copying the link: GNU
+`cp -r reports/latest DEST` copies the link itself (fine inside `reports/`, dangling elsewhere); use
+`cp -rL` or `cp -r reports/latest/ DEST` (trailing slash) to copy the run's files. CI artifact uploaders such
+as actions/upload-artifact follow the link.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from debug._util.files import atomic_write_bytes, timestamped_dir
 
 SAMPLES_FILE = "samples.jsonl"
 RESULTS_FILE = "results.json"
 HTML_FILE = "report.html"
 LATEST = "latest"
-# One encoder for every line: samples are plain JSON already (`debug.plugin.fixture.jsonable`).
+# One encoder for every line: samples are plain JSON already (`debug._util.jsonable`).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so readers see the old file or the new one, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Atomic UTF-8 text write."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+# How often `point_latest` retries when another process keeps putting a folder at `latest`.
+_SWAP_TRIES = 5
 
 
 def safe_name(text: str, limit: int = 80) -> str:
@@ -53,8 +45,48 @@ def safe_name(text: str, limit: int = 80) -> str:
     return cleaned[:limit]
 
 
+def _remove_old_latest(latest: Path) -> None:
+    """Move a real `latest/` folder (written by older versions) out of the way and delete it."""
+    old = latest.with_name(f".{LATEST}-old-{uuid.uuid4().hex[:8]}")
+    try:
+        os.replace(latest, old)
+    except FileNotFoundError:
+        return  # another run moved it first
+    # Another run may have swapped its link in between the check and the rename: then a link moved here.
+    if old.is_symlink() or not old.is_dir():
+        old.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def point_latest(report_dir: Path, run_name: str) -> Path:
+    """Make `<report_dir>/latest` a link to the run folder `run_name`, replacing any older `latest` at once.
+
+    Args:
+        report_dir: The folder holding the runs.
+        run_name: The run folder's name (the link is relative, so the reports folder can move).
+
+    Returns:
+        The path of the link.
+    """
+    latest = report_dir / LATEST
+    staging = report_dir / f"{LATEST}.tmp-{uuid.uuid4().hex[:12]}"
+    os.symlink(run_name, staging, target_is_directory=True)
+    try:
+        for _ in range(_SWAP_TRIES):
+            if latest.is_dir() and not latest.is_symlink():
+                _remove_old_latest(latest)
+            # IsADirectoryError: an older version running beside this one put a folder there again.
+            with contextlib.suppress(IsADirectoryError):
+                os.replace(staging, latest)  # rename(2) over a link replaces the link itself, atomically
+                return latest
+        raise OSError(f"cannot replace the folder {latest} with a link: something keeps re-creating it")
+    finally:
+        staging.unlink(missing_ok=True)  # left only when the swap failed
+
+
 class RunDir:
-    """One run's folder; created lazily by `create` so runs without eval cases write nothing."""
+    """One run's folder; created by `create` when a run has eval cases (a run without any writes nothing)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -63,11 +95,8 @@ class RunDir:
 
     @classmethod
     def create(cls, report_dir: Path) -> RunDir:
-        """Make `<report_dir>/<UTC timestamp>-<6 hex>/`."""
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        path = report_dir / f"{stamp}-{uuid.uuid4().hex[:6]}"
-        path.mkdir(parents=True, exist_ok=False)
-        return cls(path)
+        """Make `<report_dir>/<UTC timestamp>-<6 hex>/` (`debug._util.files.timestamped_dir`)."""
+        return cls(timestamped_dir(report_dir))
 
     @property
     def run_id(self) -> str:
@@ -106,16 +135,5 @@ class RunDir:
         return f"images/{name}"
 
     def mirror_latest(self) -> Path:
-        """Copy the run to `<report_dir>/latest/`, replacing the previous mirror in one rename."""
-        latest = self.path.parent / LATEST
-        staging = self.path.parent / f".{LATEST}-{uuid.uuid4().hex[:6]}"
-        shutil.copytree(self.path, staging)
-        (staging / "RUN_ID").write_text(self.run_id + "\n", encoding="utf-8")
-        old = None
-        if latest.exists():
-            old = self.path.parent / f".{LATEST}-old-{uuid.uuid4().hex[:6]}"
-            os.replace(latest, old)
-        os.replace(staging, latest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return latest
+        """Point `<report_dir>/latest` at this run (`point_latest`); returns the link's path."""
+        return point_latest(self.path.parent, self.run_id)

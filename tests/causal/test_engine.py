@@ -1,0 +1,320 @@
+"""The nnsight patching engine against a plain-torch-hook reference, on Qwen3-style and GPT-2-style models."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import debug.causal.engine as engine
+from debug.causal.architectures import UnsupportedArchitectureError, get_path, resolve_architecture
+from debug.causal.engine import sweep
+from debug.causal.inputs import CausalTracingError
+from debug.causal.pairs import binding_pair
+from debug.causal.result import SweepResult, UnsolvedPairWarning
+from debug.causal.runner import run_causal_tracing_experiment
+from debug.models import LoadedModel
+from debug.programs import Program
+
+# Untrained models get most pairs wrong; the tests that check that warning catch it themselves.
+pytestmark = pytest.mark.filterwarnings("ignore::debug.causal.result.UnsolvedPairWarning")
+
+ORIGINAL = Program("a=1\nb=a\nc=7\n#b:", 1, {"answer_var": "b"})
+COUNTERFACTUAL = Program("a=4\nb=a\nc=7\n#b:", 4, {"answer_var": "b"})
+
+
+def _loaded(folder: Path) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return LoadedModel(model, AutoTokenizer.from_pretrained(folder), str(folder), "test")
+
+
+@pytest.fixture(scope="module", params=["qwen3", "gpt2"])
+def loaded(request: pytest.FixtureRequest) -> LoadedModel:
+    return _loaded(request.getfixturevalue(f"tiny_{request.param}_dir"))
+
+
+# ---- reference: one plain forward per cell, patched with torch hooks (no nnsight) ----
+
+
+def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _module(model: torch.nn.Module, site: str, layer: int) -> torch.nn.Module:
+    arch = resolve_architecture(model)
+    if site == "residual_stream":
+        return get_path(model, arch.spec.final_norm if layer == arch.num_layers else arch.layer_path(layer))
+    return get_path(model, arch.mlp_path(layer) if site == "mlp" else arch.attn_out_path(layer))
+
+
+def _capture(model: torch.nn.Module, site: str, layer: int, ids: torch.Tensor) -> torch.Tensor:
+    box: list[torch.Tensor] = []
+    module = _module(model, site, layer)
+    if site == "mlp":
+        handle = module.register_forward_hook(lambda m, a, out: box.append(out.detach().clone()))
+    else:
+        handle = module.register_forward_pre_hook(
+            lambda m, a, k: box.append(_hidden_arg(a, k).detach().clone()), with_kwargs=True
+        )
+    with torch.no_grad():
+        model(input_ids=ids[None])
+    handle.remove()
+    return box[0][0]
+
+
+def _patched_last_logits(model, site, layer, pos, head, value, ids) -> torch.Tensor:
+    arch = resolve_architecture(model)
+    module = _module(model, site, layer)
+
+    def replace(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        if head is None:
+            x[0, pos] = value[pos]
+        else:
+            sl = slice(head * arch.head_dim, (head + 1) * arch.head_dim)
+            x[0, pos, sl] = value[pos, sl]
+        return x
+
+    if site == "mlp":
+        handle = module.register_forward_hook(lambda m, a, out: replace(out))
+    else:
+
+        def pre(m: Any, args: tuple, kwargs: dict) -> tuple:
+            if args:
+                return (replace(args[0]), *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": replace(kwargs["hidden_states"])}
+
+        handle = module.register_forward_pre_hook(pre, with_kwargs=True)
+    with torch.no_grad():
+        logits = model(input_ids=ids[None]).logits[0, -1].float()
+    handle.remove()
+    return logits
+
+
+def reference_sweep(
+    loaded: LoadedModel, original: Program, counterfactual: Program, site: str, layers, heads=None
+):
+    """Per-cell hooks: returns (logit_diff, prob_cf, iia) arrays and the clean/cf logit differences."""
+    model, tok = loaded.model, loaded.tokenizer
+    orig_ids = torch.tensor(tok(original.text)["input_ids"])
+    cf_ids = torch.tensor(tok(counterfactual.text)["input_ids"])
+    o_id = tok(str(original.answer), add_special_tokens=False)["input_ids"][0]
+    c_id = tok(str(counterfactual.answer), add_special_tokens=False)["input_ids"][0]
+    with torch.no_grad():
+        clean = model(input_ids=orig_ids[None]).logits[0, -1].float()
+        corrupt = model(input_ids=cf_ids[None]).logits[0, -1].float()
+    head_axis = heads if heads is not None else [None]
+    shape = (len(layers), len(orig_ids)) + ((len(heads),) if heads is not None else ())
+    ld, prob, iia = np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=bool)
+    for li, layer in enumerate(layers):
+        value = _capture(model, site, layer, cf_ids)
+        for pos in range(len(orig_ids)):
+            for hi, head in enumerate(head_axis):
+                logits = _patched_last_logits(model, site, layer, pos, head, value, orig_ids)
+                index = (li, pos) if heads is None else (li, pos, hi)
+                ld[index] = float(logits[c_id] - logits[o_id])
+                prob[index] = float(torch.softmax(logits, -1)[c_id])
+                iia[index] = int(logits.argmax()) == c_id
+    return ld, prob, iia, float(clean[c_id] - clean[o_id]), float(corrupt[c_id] - corrupt[o_id])
+
+
+@pytest.mark.parametrize("reuse_prefix", [False, True], ids=["full", "prefix"])
+@pytest.mark.parametrize("site", ["residual_stream", "attention_heads", "mlp"])
+def test_every_site_equals_the_hook_reference(loaded: LoadedModel, site: str, reuse_prefix: bool) -> None:
+    n = resolve_architecture(loaded.model).num_layers
+    layers = list(range(n + 1)) if site == "residual_stream" else list(range(n))
+    heads = list(range(4)) if site == "attention_heads" else None
+    # batch_size 7 splits the cells over several chunks, each mixing layers.
+    result = sweep(
+        loaded, ORIGINAL, COUNTERFACTUAL, site=site, layers=layers, batch_size=7, reuse_prefix=reuse_prefix
+    )
+    ld, prob, iia, ld_orig, ld_cf = reference_sweep(loaded, ORIGINAL, COUNTERFACTUAL, site, layers, heads)
+    assert result.logit_diff.shape == ld.shape
+    np.testing.assert_allclose(result.logit_diff, ld, atol=2e-5)
+    np.testing.assert_allclose(result.prob_cf, prob, atol=1e-6)
+    np.testing.assert_allclose(result.original.logit_diff, ld_orig, atol=2e-5)
+    np.testing.assert_allclose(result.counterfactual.logit_diff, ld_cf, atol=2e-5)
+    np.testing.assert_allclose(result.normalized, (ld - ld_orig) / (ld_cf - ld_orig), atol=1e-4)
+    assert (result.iia == iia).all()
+    assert result.forwards == 1 + -(-result.logit_diff.size // 7) + reuse_prefix
+
+
+def test_residual_sanity_properties(loaded: LoadedModel) -> None:
+    n = resolve_architecture(loaded.model).num_layers
+    result = sweep(loaded, ORIGINAL, COUNTERFACTUAL, layers=range(n + 1))
+    changed = 2  # "a=1" vs "a=4": only the constant differs
+    same = [p for p in result.positions if p != changed]
+    # Layer 0's input is the token embedding: identical tokens give identical states, so no effect there.
+    assert np.abs(result.logit_diff[0, same] - result.original.logit_diff).max() < 1e-5
+    # Nothing after... no: nothing *before* the changed token can carry it (causal attention).
+    assert np.abs(result.logit_diff[:, :changed] - result.original.logit_diff).max() < 1e-5
+    # Swapping the whole final residual at the answer position reproduces the counterfactual run.
+    assert result.normalized[-1, -1] == pytest.approx(1.0, abs=1e-4)
+    assert result.layer_labels[-1] == "final"
+
+
+def test_result_metadata(loaded: LoadedModel) -> None:
+    result = sweep(loaded, ORIGINAL, COUNTERFACTUAL, site="attention_heads", layers=[1], positions=[2, 13])
+    assert result.logit_diff.shape == (1, 2, 4)
+    assert result.tokens[:3] == ["a", "=", "1"] and result.tokens[3] == "\\n"
+    assert result.targets == {"ref depth 1": 2, "ref depth 2": 6, "query": 13, "final": 14}
+    assert result.at_target("ref depth 1").shape == (1, 4) and result.at_target("final") is None
+    assert (
+        "o_proj" in result.definitions["site"] and "noising the original" in result.definitions["direction"]
+    )
+    assert result.answer.original_text == "1" and result.answer.counterfactual_text == "4"
+    data = result.to_dict()
+    assert data["site"] == "attention_heads" and len(data["normalized"][0]) == 2
+
+
+def test_multi_token_answers_score_the_first_differing_token(loaded: LoadedModel) -> None:
+    original = Program("a=12\n#a:", 12, {"answer_var": "a"})
+    counterfactual = Program("a=15\n#a:", 15, {"answer_var": "a"})
+    result = sweep(loaded, original, counterfactual, layers=[0])
+    tok = loaded.tokenizer
+    assert result.answer.prefix_ids == tok("1", add_special_tokens=False)["input_ids"]
+    assert (
+        tok.decode([result.answer.original_id]) == "2"
+        and tok.decode([result.answer.counterfactual_id]) == "5"
+    )
+    assert len(result.tokens) == len(original.text) + 1 and "first differing token" in result.answer.note
+
+
+def test_text_programs_use_the_models_own_answers(loaded: LoadedModel) -> None:
+    with torch.no_grad():
+        top = [
+            int(
+                loaded.model(input_ids=torch.tensor([loaded.tokenizer(t)["input_ids"]]))
+                .logits[0, -1]
+                .argmax()
+            )
+            for t in (ORIGINAL.text, COUNTERFACTUAL.text)
+        ]
+    if top[0] == top[1]:
+        with pytest.raises(CausalTracingError, match="predicts"):
+            sweep(loaded, ORIGINAL.text, COUNTERFACTUAL.text, layers=[0])
+    else:
+        result = sweep(loaded, ORIGINAL.text, COUNTERFACTUAL.text, layers=[0])
+        assert (result.answer.original_id, result.answer.counterfactual_id) == tuple(top)
+        assert result.answer.source == "model"
+
+
+def test_bad_input_is_one_line_that_names_the_fix(loaded: LoadedModel) -> None:
+    expected = r"15 tokens and counterfactual 16; they first differ at token 3 \('\\n' vs '0'\).*one digit"
+    with pytest.raises(CausalTracingError, match=expected):
+        sweep(loaded, ORIGINAL, Program("a=10\nb=a\nc=7\n#b:", 10))
+    with pytest.raises(CausalTracingError, match="same answer '1'"):
+        sweep(loaded, ORIGINAL, Program("a=1\nb=a\nc=8\n#b:", 1))
+    with pytest.raises(CausalTracingError, match="unknown site 'neurons'; choose one of residual_stream"):
+        sweep(loaded, ORIGINAL, COUNTERFACTUAL, site="neurons")
+    with pytest.raises(CausalTracingError, match=r"choose layers in 0\.\."):
+        sweep(loaded, ORIGINAL, COUNTERFACTUAL, layers=[99])
+    loaded.model.train()
+    try:
+        with pytest.raises(CausalTracingError, match=r"training mode.*call model\.eval\(\)"):
+            sweep(loaded, ORIGINAL, COUNTERFACTUAL)
+    finally:
+        loaded.model.eval()
+
+
+def test_unknown_architecture_names_the_supported_ones(loaded: LoadedModel) -> None:
+    class Odd(torch.nn.Module):
+        config = type("C", (), {"model_type": "mamba"})()
+
+    odd = LoadedModel(Odd(), loaded.tokenizer, "odd", "x")
+    with pytest.raises(
+        UnsupportedArchitectureError, match="supports gpt2, gpt_neox, llama, mistral, qwen2, qwen3"
+    ):
+        sweep(odd, ORIGINAL, COUNTERFACTUAL)
+
+
+def test_seed_api_takes_program_dicts(loaded: LoadedModel) -> None:
+    programs = [
+        {
+            "original": ORIGINAL.text,
+            "counterfactual": COUNTERFACTUAL.text,
+            "expected_original": 1,
+            "expected_counterfactual": 4,
+            "variable_chain": ["b", "a"],
+        }
+    ]
+    results = run_causal_tracing_experiment(loaded, programs, intervention_layers=[0, 1])
+    assert len(results) == 1 and results[0].logit_diff.shape == (2, len(ORIGINAL.text))
+    with pytest.raises(CausalTracingError, match="lacks expected_counterfactual"):
+        run_causal_tracing_experiment(
+            loaded, [{"original": "x", "counterfactual": "y", "expected_original": 1}]
+        )
+
+
+def test_seed_readme_example_runs_on_a_shallower_model(loaded: LoadedModel) -> None:
+    programs = [
+        {
+            "original": "x = 5\ny = x * 2\n#y:",
+            "counterfactual": "x = 3\ny = x * 2\n#y:",
+            "expected_original": 10,
+            "expected_counterfactual": 6,
+            "variable_chain": ["y", "x"],
+        }
+    ]
+    skipped = r"3 patchable layers \(0\.\.2\); intervention_layers 3\.\.27 skipped"
+    with pytest.warns(UserWarning, match=skipped):
+        (result,) = run_causal_tracing_experiment(loaded, programs, list(range(28)), "residual_stream")
+    assert result.layer_labels == ["0", "1", "final"]
+    assert result.targets["ref depth 1"] == 4 and result.targets["query"] == len("x = 5\ny = x * 2\n#")
+    tok = loaded.tokenizer
+    scored = (tok.decode([result.answer.original_id]), tok.decode([result.answer.counterfactual_id]))
+    assert scored == ("1", "6")  # "10" vs "6": the first token already differs
+
+
+def test_prefix_reuse_is_automatic_on_cpu_and_falls_back(loaded: LoadedModel, monkeypatch) -> None:
+    auto = sweep(loaded, ORIGINAL, COUNTERFACTUAL, layers=[0, 1])
+    full = sweep(loaded, ORIGINAL, COUNTERFACTUAL, layers=[0, 1], reuse_prefix=False)
+    assert auto.forwards > full.forwards  # the clean key/value run plus about 8 chunks
+    np.testing.assert_allclose(auto.logit_diff, full.logit_diff, atol=2e-5)
+
+    def no_cache(*_: Any) -> None:
+        raise CausalTracingError("no croppable key/value cache; use reuse_prefix=False")
+
+    monkeypatch.setattr(engine, "_original_kv", no_cache)
+    assert sweep(loaded, ORIGINAL, COUNTERFACTUAL, layers=[0, 1]).forwards == full.forwards
+    with pytest.raises(CausalTracingError, match="reuse_prefix=False"):
+        sweep(loaded, ORIGINAL, COUNTERFACTUAL, layers=[0, 1], reuse_prefix=True)
+
+
+def test_a_pair_the_model_gets_wrong_is_swept_recorded_and_warned_once(loaded: LoadedModel) -> None:
+    # An untrained model answers neither run right: nothing is refused, the result and its JSON say so.
+    with pytest.warns(UnsolvedPairWarning) as caught:
+        result = sweep(loaded, ORIGINAL, COUNTERFACTUAL, layers=[0])
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    message = str(caught[0].message)
+    assert "original (top-1" in message and "expected '1'" in message and "expected '4'" in message
+    assert result.original_correct is False and result.counterfactual_correct is False and not result.solved
+    assert message in result.notes
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["original_correct"] is False and data["counterfactual_correct"] is False
+    assert SweepResult.from_dict(data).original_correct is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sweep(loaded, ORIGINAL, COUNTERFACTUAL, layers=[0], warn_unsolved=False)
+
+
+def test_a_program_longer_than_the_context_is_refused_before_any_forward(
+    loaded: LoadedModel, monkeypatch
+) -> None:
+    def no_forward(*_: Any, **__: Any) -> None:
+        raise AssertionError("a forward ran")
+
+    monkeypatch.setattr(engine, "cache_counterfactual", no_forward)
+    monkeypatch.setattr(engine, "_original_kv", no_forward)
+    original, counterfactual = binding_pair(200, 2, 0, loaded.tokenizer)  # 803 tokens; the models take 512
+    with pytest.raises(CausalTracingError, match=r"is 803 tokens but .* takes at most 512"):
+        sweep(loaded, original, counterfactual)
+    with pytest.raises(CausalTracingError, match=r"is 803 tokens but .* takes at most 512"):
+        run_causal_tracing_experiment(loaded, [(original, counterfactual)])
