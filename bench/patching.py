@@ -13,6 +13,13 @@ For each model the same program pair and the same residual-stream cells are time
 * reuse_prefix: `sweep(..., reuse_prefix=True)` — cells ordered by position, each chunk run only from its
   first patched position on, over the unpatched run's key/value cache (about 8 chunks).
 
+A first table shows peak memory against the number of cells: `sweep_pairs` over 1 pair x 1 layer,
+1 pair x every layer and 8 pairs x every layer of the embedded model, at one fixed `--memory-batch-size`
+(default 64) on `--memory-seq-len`-line programs (default 4), each in a fresh process: the peak resident
+set (`resource.getrusage`) over the model-loaded baseline on the CPU, the peak of
+`torch.cuda.max_memory_allocated` on a GPU. With a fixed batch size the peak should stay flat while the
+cells grow (`--skip-memory` leaves the table out, `--memory-only` prints only it).
+
 Goals: per-cell / sweep >= 100 at the Qwen3-0.6B shape, sweep / brute force <= 1.15.
 On a CPU the Qwen3-0.6B shape is too slow to sweep whole, so there the cells are every 9th layer x all
 positions of a 4-line program, and the per-cell loop runs on a sample of cells and is extrapolated; the
@@ -35,7 +42,13 @@ from tabulate import tabulate
 from debug.causal.architectures import get_path, resolve_architecture
 
 # The per-cell loop reuses the engine's own counterfactual cache, so only the patching strategy differs.
-from debug.causal.engine import auto_batch_size, cache_counterfactual, forward_kwargs, sweep
+from debug.causal.engine import (
+    auto_batch_size,
+    cache_counterfactual,
+    forward_kwargs,
+    sweep,
+    sweep_pairs,
+)
 from debug.causal.inputs import prepare_inputs
 from debug.causal.pairs import binding_pair
 from debug.models import DEFAULT_MODEL, LoadedModel, load
@@ -186,6 +199,58 @@ def bench_one(loaded: LoadedModel, args: argparse.Namespace, *, big: bool) -> di
     }
 
 
+MEMORY_SIZES = ((1, 1), (1, None), (8, None))  # (pairs, layers): None = every layer
+
+
+def _peak_memory(device: str, pairs: int, n_layers: int | None, batch_size: int, seq_len: int) -> dict:
+    """In a fresh process: load the embedded model, sweep, and report the peak memory over the baseline."""
+    import resource
+
+    torch.set_num_threads(1)
+    loaded = load(DEFAULT_MODEL, device=device, dtype=torch.float32)
+    arch = resolve_architecture(loaded.model)
+    programs = [binding_pair(seq_len, 2, seed, loaded.tokenizer) for seed in range(pairs)]
+    layers = list(range(arch.num_layers if n_layers is None else n_layers))
+    # A tiny sweep first: nnsight's and torch's one-time allocations belong to the baseline.
+    sweep_pairs(loaded, programs[:1], layers=[0], positions=[0], batch_size=2, warn_unsolved=False)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    results = sweep_pairs(loaded, programs, layers=layers, batch_size=batch_size, warn_unsolved=False)
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "pairs": pairs,
+        "layers": len(layers),
+        "cells": sum(r.logit_diff.size for r in results),
+        "batch": batch_size,
+        "peak MiB": f"{peak / 2**20:.1f}",
+        "peak - baseline MiB": f"{(peak - base) / 2**20:.1f}",
+    }
+
+
+def memory_table(args: argparse.Namespace) -> list[dict]:
+    """One row per sweep size, each measured in its own process (a peak RSS never falls back)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    rows = []
+    for pairs, n_layers in MEMORY_SIZES:
+        with context.Pool(1) as pool:
+            row = pool.apply(
+                _peak_memory,
+                (args.device, pairs, n_layers, args.memory_batch_size, args.memory_seq_len),
+            )
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one table row per model."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -205,10 +270,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved sweep/brute repeats (median)")
     parser.add_argument("--skip-big", action="store_true", help="only the embedded model")
+    parser.add_argument("--skip-memory", action="store_true", help="leave out the peak-memory table")
+    parser.add_argument(
+        "--memory-batch-size", type=int, default=64, help="rows per forward of the memory table (default 64)"
+    )
+    parser.add_argument(
+        "--memory-seq-len", type=int, default=4, help="assignment lines of the memory table's programs"
+    )
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory table")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype or ("float32" if args.device == "cpu" else "bfloat16"))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
 
+    if args.memory_batch_size < 1 or args.memory_seq_len < 2:
+        parser.error("--memory-batch-size takes a positive integer, --memory-seq-len one of at least 2")
+    if not args.skip_memory:
+        memory = memory_table(args)
+        print(tabulate(memory, headers="keys"))
+        print(
+            "peak memory of sweep_pairs at a fixed batch size, each size in a fresh process "
+            f"({'CUDA allocator' if args.device.startswith('cuda') else 'peak RSS, resource.getrusage'}); "
+            "baseline = the model loaded and one tiny sweep run\n",
+            flush=True,
+        )
+        if args.memory_only:
+            return 0
     rows = [bench_one(load(DEFAULT_MODEL, device=args.device, dtype=torch.float32), args, big=False)]
     print(tabulate(rows, headers="keys"), flush=True)
     if not args.skip_big:

@@ -15,6 +15,8 @@ from debug.plugin.options import DebugOptions
 
 
 def _fake_gpus(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    # Under `pytest -n` this test runs on a worker gwK; the placement under test must not see that.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
 

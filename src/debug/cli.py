@@ -28,7 +28,7 @@ USAGE = """usage: debug <command> [options]      (debug <command> --help for its
 
 The evals themselves run under pytest, with the plugin this package installs:
   pytest evals -k variable_binding                run the eval suite on the embedded default model
-  pytest evals --model MODEL --gate "accuracy>=0.9"   gate a model in CI (see docs/plugin.md)
+  pytest evals --model MODEL --gate "variable_binding:accuracy>=0.9"   gate a model in CI (docs/plugin.md)
 
 commands:"""
 

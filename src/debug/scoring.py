@@ -217,21 +217,8 @@ def score_programs(
         require_chat_template(loaded.tokenizer, loaded.model_id)
     jobs = _make_jobs(loaded, items, template, max_new_tokens, chat_template, kwargs)
     _check_context(loaded, jobs)
-    results: dict[int, tuple[str, float | None, bool]] = {}
-    todo: list[_Job] = []
-    for job in jobs:
-        hit = cache.get(loaded.fingerprint, job.prompt_hash, job.settings) if cache is not None else None
-        if hit is not None:
-            results[job.index] = (hit["raw_output"], hit["answer_logprob"], True)
-        else:
-            todo.append(job)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm  # deferred: tqdm.auto probes for notebooks at import
-
-        bar = tqdm(
-            total=len(jobs), initial=len(jobs) - len(todo), desc=f"scoring {loaded.model_id}", unit="prog"
-        )
+    results, todo = _cached(loaded, jobs, cache)
+    bar = _progress_bar(loaded, jobs, todo) if progress else None
     stop_at_newline = not _is_reasoning(template)
     for batch in _batches(todo, batch_size, loaded.device):
         outputs = decode_batch(
@@ -264,6 +251,28 @@ def _budget(answer_tokens: int, reasoning: bool, max_new_tokens: int | None) -> 
 def _chat_settings(chat: bool, kwargs: dict[str, Any] | None) -> dict[str, Any]:
     # Only chat runs carry these keys, so the cache keys of plain prompts stay what they always were.
     return {"chat_template": True, "chat_template_kwargs": kwargs or {}} if chat else {}
+
+
+def _cached(
+    loaded: Any, jobs: list[_Job], cache: Any
+) -> tuple[dict[int, tuple[str, float | None, bool]], list[_Job]]:
+    """Answers the cache already holds (index -> raw, log-prob, cached=True), and the jobs still to decode."""
+    results: dict[int, tuple[str, float | None, bool]] = {}
+    todo: list[_Job] = []
+    for job in jobs:
+        hit = cache.get(loaded.fingerprint, job.prompt_hash, job.settings) if cache is not None else None
+        if hit is not None:
+            results[job.index] = (hit["raw_output"], hit["answer_logprob"], True)
+        else:
+            todo.append(job)
+    return results, todo
+
+
+def _progress_bar(loaded: Any, jobs: list[_Job], todo: list[_Job]) -> Any:
+    from tqdm.auto import tqdm  # deferred: tqdm.auto probes for notebooks at import
+
+    done = len(jobs) - len(todo)
+    return tqdm(total=len(jobs), initial=done, desc=f"scoring {loaded.model_id}", unit="prog")
 
 
 def _make_jobs(
@@ -384,21 +393,8 @@ def _score_served(
     jobs = _make_served_jobs(loaded, items, template, max_new_tokens, chat, chat_kwargs)
     if loaded.tokenizer is not None:
         _check_context(loaded, jobs)
-    results: dict[int, tuple[str, float | None, bool]] = {}
-    todo: list[_Job] = []
-    for job in jobs:
-        hit = cache.get(loaded.fingerprint, job.prompt_hash, job.settings) if cache is not None else None
-        if hit is not None:
-            results[job.index] = (hit["raw_output"], hit["answer_logprob"], True)
-        else:
-            todo.append(job)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm  # deferred: tqdm.auto probes for notebooks at import
-
-        bar = tqdm(
-            total=len(jobs), initial=len(jobs) - len(todo), desc=f"scoring {loaded.model_id}", unit="prog"
-        )
+    results, todo = _cached(loaded, jobs, cache)
+    bar = _progress_bar(loaded, jobs, todo) if progress else None
     by_index = {job.index: job for job in todo}
 
     def finished(index: int, raw: str, logprob: float | None) -> None:

@@ -81,7 +81,7 @@ def _no_counterfactual(*_, **__):
 
 def test_patch_refuses_a_program_longer_than_the_context_at_once(monkeypatch, capsys, tmp_path: Path) -> None:
     monkeypatch.setattr(pairs, "create_counterfactual_program", _no_counterfactual)
-    monkeypatch.setattr(runner, "sweep", _no_counterfactual)
+    monkeypatch.setattr(runner, "sweep_pairs", _no_counterfactual)
     assert main_patch(["--seq-len", "200", "--results-dir", str(tmp_path)]) == 2
     (err,) = _lines(capsys.readouterr().err, "debug patch")
     # 200 lines of 4 characters + "#q:" = 803 tokens under the char tokenizer; the binder takes 512.

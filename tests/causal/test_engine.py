@@ -13,12 +13,12 @@ import torch
 
 import debug.causal.engine as engine
 from debug.causal.architectures import UnsupportedArchitectureError, get_path, resolve_architecture
-from debug.causal.engine import sweep
+from debug.causal.engine import sweep, sweep_pairs
 from debug.causal.inputs import CausalTracingError
 from debug.causal.pairs import binding_pair
 from debug.causal.result import SweepResult, UnsolvedPairWarning
 from debug.causal.runner import run_causal_tracing_experiment
-from debug.models import LoadedModel
+from debug.models import LoadedModel, WeightsRequiredError
 from debug.programs import Program
 
 # Untrained models get most pairs wrong; the tests that check that warning catch it themselves.
@@ -318,3 +318,112 @@ def test_a_program_longer_than_the_context_is_refused_before_any_forward(
         sweep(loaded, original, counterfactual)
     with pytest.raises(CausalTracingError, match=r"is 803 tokens but .* takes at most 512"):
         run_causal_tracing_experiment(loaded, [(original, counterfactual)])
+
+
+# Two token lengths (15 and 11 tokens), interleaved so grouping by length is exercised.
+PAIRS = [
+    (ORIGINAL, COUNTERFACTUAL),
+    (Program("a=3\nb=a\n#b:", 3, {"answer_var": "b"}), Program("a=8\nb=a\n#b:", 8, {"answer_var": "b"})),
+    (Program("a=2\nb=a\nc=7\n#b:", 2, {"answer_var": "b"}), Program("a=6\nb=a\nc=7\n#b:", 6)),
+    (Program("d=5\ne=d\n#e:", 5, {"answer_var": "e"}), Program("d=9\ne=d\n#e:", 9, {"answer_var": "e"})),
+]
+
+
+def _assert_same(batched: SweepResult, alone: SweepResult) -> None:
+    assert batched.logit_diff.shape == alone.logit_diff.shape
+    for name in ("logit_diff", "prob_cf"):
+        np.testing.assert_allclose(batched.metric(name), alone.metric(name), atol=1e-5, rtol=0)
+    # Random tiny models have LD_cf - LD_orig near 0, which magnifies float32 rounding in the normalized
+    # effect.
+    scale = abs(alone.counterfactual.logit_diff - alone.original.logit_diff)
+    np.testing.assert_allclose(batched.normalized, alone.normalized, atol=1e-5 / min(scale, 1.0), rtol=0)
+    assert (batched.iia == alone.iia).all()
+    assert batched.original.logit_diff == pytest.approx(alone.original.logit_diff, abs=1e-5)
+    assert batched.counterfactual.logit_diff == pytest.approx(alone.counterfactual.logit_diff, abs=1e-5)
+    assert (batched.tokens, batched.targets, batched.answer) == (alone.tokens, alone.targets, alone.answer)
+
+
+@pytest.mark.parametrize("reuse_prefix", [False, True], ids=["full", "prefix"])
+@pytest.mark.parametrize("site", ["residual_stream", "attention_heads", "mlp"])
+def test_sweep_pairs_equals_one_sweep_per_pair(loaded: LoadedModel, site: str, reuse_prefix: bool) -> None:
+    layers = [0, 1]
+    # batch_size 40 > the cells of one pair for heads at 2 positions, < for the others: chunks mix pairs
+    # in some cases and split a pair in others.
+    positions = [[2, 13], None, [2, 6], None] if site == "attention_heads" else None
+    batched = sweep_pairs(
+        loaded, PAIRS, site=site, layers=layers, positions=positions, batch_size=40, reuse_prefix=reuse_prefix
+    )
+    assert len(batched) == len(PAIRS)
+    wheres = positions or [None] * len(PAIRS)
+    for (original, counterfactual), where, got in zip(PAIRS, wheres, batched):
+        alone = sweep(
+            loaded,
+            original,
+            counterfactual,
+            site=site,
+            layers=layers,
+            positions=where,
+            batch_size=7,
+            reuse_prefix=reuse_prefix,
+        )
+        _assert_same(got, alone)
+
+
+def test_sweep_pairs_matches_the_hook_reference_and_mixes_pairs_in_a_chunk(loaded: LoadedModel) -> None:
+    n = resolve_architecture(loaded.model).num_layers
+    layers = list(range(n + 1))
+    # 3 layers x 1 position per pair: one chunk of 64 rows holds all four pairs of both lengths' blocks.
+    positions = [[13], [9], [6], [2]]
+    results = sweep_pairs(
+        loaded, PAIRS, layers=layers, positions=positions, batch_size=64, reuse_prefix=False
+    )
+    by_length = {}
+    for (original, _), result in zip(PAIRS, results):
+        by_length.setdefault(len(original.text), set()).add(result.forwards)
+    # Per length: one cache forward + one patched forward, shared by both pairs of that length.
+    assert all(f == {2} for f in by_length.values()), by_length
+    for (original, counterfactual), where, result in zip(PAIRS, positions, results):
+        ld, prob, iia, ld_orig, ld_cf = reference_sweep(
+            loaded, original, counterfactual, "residual_stream", layers
+        )
+        np.testing.assert_allclose(result.logit_diff, ld[:, where], atol=2e-5)
+        np.testing.assert_allclose(result.prob_cf, prob[:, where], atol=1e-6)
+        assert (result.iia == iia[:, where]).all()
+        assert result.original.logit_diff == pytest.approx(ld_orig, abs=2e-5)
+        assert result.counterfactual.logit_diff == pytest.approx(ld_cf, abs=2e-5)
+
+
+def test_sweep_pairs_blocks_are_bounded_by_the_batch_size(loaded: LoadedModel, monkeypatch) -> None:
+    seen: list[int] = []
+    real = engine._patched_logits
+
+    def spy(nn, arch, site, input_ids, cells, *rest):
+        seen.append(int(input_ids.shape[0]))  # originals held by the block
+        assert cells.shape[0] <= 10
+        return real(nn, arch, site, input_ids, cells, *rest)
+
+    monkeypatch.setattr(engine, "_patched_logits", spy)
+    many = [PAIRS[0], PAIRS[2]] * 6  # 12 pairs of one length, 2 layers x 2 positions = 4 cells each
+    results = sweep_pairs(loaded, many, layers=[0, 1], positions=[2, 6], batch_size=10, reuse_prefix=False)
+    assert len(results) == 12 and max(seen) <= 3  # whole pairs until 10 rows: 3 pairs a block
+    first = sweep(loaded, *PAIRS[0], layers=[0, 1], positions=[2, 6], reuse_prefix=False)
+    _assert_same(results[6], first)
+
+
+def test_sweep_pairs_bad_input_is_refused_before_any_forward(loaded: LoadedModel, monkeypatch) -> None:
+    def no_forward(*_: Any, **__: Any) -> None:
+        raise AssertionError("a forward ran")
+
+    monkeypatch.setattr(engine, "cache_counterfactual", no_forward)
+    bad = (ORIGINAL, Program("a=10\nb=a\nc=7\n#b:", 10))
+    with pytest.raises(CausalTracingError, match="15 tokens and counterfactual 16"):
+        sweep_pairs(loaded, [PAIRS[0], bad])
+    with pytest.raises(CausalTracingError, match="2 per-pair lists for 3 pairs"):
+        sweep_pairs(loaded, PAIRS[:3], positions=[[1], None])
+    assert sweep_pairs(loaded, []) == []
+
+
+def test_a_served_model_is_refused_in_one_line() -> None:
+    with pytest.raises(WeightsRequiredError, match="a patching sweep needs the model's weights") as caught:
+        sweep("openai:m@http://127.0.0.1:9/v1", ORIGINAL, COUNTERFACTUAL)
+    assert "\n" not in str(caught.value)

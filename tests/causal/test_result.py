@@ -74,3 +74,11 @@ def test_results_saved_before_the_rename_are_read() -> None:
         del data[key]
     again = SweepResult.from_dict(data)
     assert again.original == _result().original and again.original_correct is True
+
+
+def test_an_estimated_result_keeps_iia_undefined_through_json() -> None:
+    """Attribution cannot estimate IIA: its NaNs must come back as NaN, not as True."""
+    result = _result()
+    result.iia = np.full((2, 3), np.nan)
+    again = SweepResult.from_dict(json.loads(json.dumps(result.to_dict(), allow_nan=False)))
+    assert np.isnan(again.iia).all()

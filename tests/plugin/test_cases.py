@@ -78,7 +78,9 @@ def test_real_eval_ids_and_k_selection(pytester: pytest.Pytester) -> None:
             "5/* tests collected*",
         ]
     )
-    ranged = pytester.runpytest(*args, "-k", "range", "--model", "m1", "--model", "m2", "--seq-lens", "3")
+    ranged = pytester.runpytest(
+        *args, "-k", "range_tracking", "--model", "m1", "--model", "m2", "--seq-lens", "3"
+    )
     ranged.stdout.fnmatch_lines(
         [
             "*test_range_tracking[[]m1-RANGE_TRACKING-3[]]",

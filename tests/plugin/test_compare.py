@@ -343,7 +343,7 @@ def test_binding(debug_case, debug_model, measure):
 
 def test_the_breakdown_shows_a_swap_that_loses_four_hop_programs(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(BINDING_CONFTEST)
-    pytester.makepyfile(test_binding=BINDING_EVAL)
+    pytester.makepyfile(test_swap_binding=BINDING_EVAL)  # the suite already has a module test_binding
     result = pytester.runpytest("--model", "steady", "--model", "loses-4-hops", "--num-seqs", "80")
     assert result.ret == 0
     comparisons = _latest(pytester)["comparisons"]

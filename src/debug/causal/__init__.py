@@ -8,10 +8,12 @@
     result = sweep(loaded, original, counterfactual, site="residual_stream")
 
 Modules: `architectures` (module paths per model family), `inputs` (pairs -> token ids, answers, checks),
-`engine` (`sweep`, the batched patching engine), `result` (`SweepResult`, `aggregate_by_target`), `pairs`
-(binding pairs and robust seeds), `plots` (heatmaps), `runner` (the seed's `CausalExperimentRunner` and
-`run_causal_tracing_experiment`), `evaluate` (the causal eval's measurement) and `cli` (`debug patch`,
-`debug seeds`).
+`engine` (`sweep`, the batched patching engine), `lens` (`logit_lens`), `knockout` (`attention_knockout`),
+`das` (distributed alignment search: `from debug.causal.das import das`, since
+the name `debug.causal.das` is the module), `path_patching` (`path_patch`), `result` (`SweepResult`,
+`aggregate_by_target`), `pairs` (binding pairs and robust seeds), `plots` (heatmaps), `runner` (the seed's
+`CausalExperimentRunner` and `run_causal_tracing_experiment`), `evaluate` (the causal eval's measurement) and
+`cli` (`debug patch`, `debug seeds`).
 
 Importing this package is light (no torch, nnsight or matplotlib): the names that need them load on first use.
 """
@@ -40,6 +42,26 @@ _LAZY = {
     "supported_architectures": "debug.causal.architectures",
     "SITES": "debug.causal.engine",
     "sweep": "debug.causal.engine",
+    "sweep_pairs": "debug.causal.engine",
+    "METHODS": "debug.causal.attribution",
+    "AttributionCheck": "debug.causal.attribution",
+    "agreement": "debug.causal.attribution",
+    "attribution_sweep": "debug.causal.attribution",
+    "verify_attribution": "debug.causal.attribution",
+    "attention_knockout": "debug.causal.knockout",
+    "knockout_by_layer": "debug.causal.knockout",
+    "KnockoutResult": "debug.causal.knockout",
+    "plot_knockout": "debug.causal.knockout",
+    "logit_lens": "debug.causal.lens",
+    "LensResult": "debug.causal.lens",
+    "plot_logit_lens": "debug.causal.lens",
+    "das_by_layer": "debug.causal.das",
+    "DASResult": "debug.causal.das",
+    "plot_das": "debug.causal.das",
+    "path_patch": "debug.causal.path_patching",
+    "path_patch_heads": "debug.causal.path_patching",
+    "PathPatchResult": "debug.causal.path_patching",
+    "plot_path_patching": "debug.causal.path_patching",
     "CausalExperimentRunner": "debug.causal.runner",
     "run_causal_tracing_experiment": "debug.causal.runner",
     "plot_head_heatmaps": "debug.causal.plots",
@@ -58,8 +80,10 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "ARCHITECTURES",
     "METRIC_NAMES",
+    "METHODS",
     "AnswerTokens",
     "Architecture",
+    "AttributionCheck",
     "CausalExperimentRunner",
     "CausalTracingError",
     "PairedInputs",
@@ -69,8 +93,10 @@ __all__ = [
     "UnsolvedPairWarning",
     "UnsupportedArchitectureError",
     "aggregate_by_target",
+    "agreement",
     "answers_correctly",
     "as_pair",
+    "attribution_sweep",
     "binding_pair",
     "find_robust_seeds",
     "measure_binding_case",
@@ -82,5 +108,21 @@ __all__ = [
     "run_causal_tracing_experiment",
     "supported_architectures",
     "sweep",
+    "sweep_pairs",
+    "verify_attribution",
     "warn_if_unsolved",
+    "DASResult",
+    "KnockoutResult",
+    "LensResult",
+    "PathPatchResult",
+    "attention_knockout",
+    "das_by_layer",
+    "knockout_by_layer",
+    "logit_lens",
+    "path_patch",
+    "path_patch_heads",
+    "plot_das",
+    "plot_knockout",
+    "plot_logit_lens",
+    "plot_path_patching",
 ]

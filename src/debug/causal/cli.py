@@ -1,4 +1,4 @@
-"""The causal commands: `debug patch` (one full sweep, saved and drawn) and `debug seeds` (robust seeds).
+"""The causal commands: `debug patch` (a sweep or another causal method, saved and drawn), `debug seeds`.
 
 Every numeric option is bounded: a value out of range is refused by the parser in one line that names the flag
 and the valid range, before the model loads. A program longer than the model's context is refused next, after
@@ -13,9 +13,18 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from debug.causal.architectures import UnsupportedArchitectureError
+import numpy as np
+
+from debug._util.figures import save_figure
+from debug._util.files import atomic_write_json, timestamped_dir
+from debug._util.jsonable import jsonable
+from debug.causal.architectures import UnsupportedArchitectureError, resolve_architecture
+from debug.causal.das import das_by_layer, plot_das
 from debug.causal.engine import SITES
-from debug.causal.pairs import MAX_SEED, binding_program, check_program_fits, find_robust_seeds
+from debug.causal.knockout import knockout_by_layer, plot_knockout
+from debug.causal.lens import logit_lens, plot_logit_lens
+from debug.causal.pairs import MAX_SEED, binding_pair, binding_program, check_program_fits, find_robust_seeds
+from debug.causal.path_patching import path_patch_heads, plot_path_patching
 from debug.causal.result import UnsolvedPairWarning
 from debug.causal.runner import RESULTS_DIR, CausalExperimentRunner
 from debug.models import DEFAULT_MODEL, load
@@ -30,6 +39,10 @@ MAX_HOPS = 26
 MAX_BATCH_SIZE = 1 << 20
 MAX_COUNT = 10_000
 MAX_SEEDS = 1_000_000
+MAX_DIM = 1 << 16
+MAX_STEPS = 100_000
+#: `debug patch --method` choices: the patching sweep, then the knockout, lens, das and path_patching modules.
+METHODS = ["sweep", "knockout", "lens", "das", "path"]
 
 
 class BoundedInt:
@@ -93,6 +106,35 @@ def build_patch_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--site", default="residual_stream", choices=sorted(SITES), help="what is patched")
     parser.add_argument(
+        "--method",
+        default="sweep",
+        choices=METHODS,
+        help="sweep: activation patching; knockout: attention knockout; lens: logit lens; das: distributed "
+        "alignment search by layer; path: path patching of every head",
+    )
+    parser.add_argument(
+        "--query", default="final", help="knockout: query positions (comma-separated ints or target labels)"
+    )
+    parser.add_argument(
+        "--keys",
+        default="line:ref depth 1",
+        help="knockout: key positions (ints, target labels, or line:<target> for that target's whole line)",
+    )
+    parser.add_argument(
+        "--position", default="final", help="das: the intervened position (an int or a target label)"
+    )
+    parser.add_argument("--dim", type=BoundedInt(1, MAX_DIM), default=4, help="das: subspace dimension")
+    parser.add_argument(
+        "--num-pairs", type=BoundedInt(2, MAX_COUNT), default=8, help="das: pairs (seeds from --rng-seed on)"
+    )
+    parser.add_argument("--steps", type=BoundedInt(0, MAX_STEPS), default=200, help="das: training steps")
+    parser.add_argument(
+        "--receivers",
+        default="logits",
+        choices=["logits", "later"],
+        help="path: receivers of every sender head",
+    )
+    parser.add_argument(
         "--batch-size",
         type=BoundedInt(1, MAX_BATCH_SIZE),
         default=None,
@@ -146,6 +188,8 @@ def main_patch(argv: Sequence[str] | None = None) -> int:
         with a one-line warning on stderr.
     """
     args = build_patch_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.method != "sweep":
+        return _main_method(args)
     runner = CausalExperimentRunner(args.results_dir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnsolvedPairWarning)
@@ -175,6 +219,99 @@ def main_patch(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     _print_patch(results, runner.plot_intervention_results(results))
+    return 0
+
+
+def _split_positions(text: str) -> list[Any]:
+    return [int(p) if p.strip().isdigit() else p.strip() for p in text.split(",") if p.strip()]
+
+
+def _method_pairs(loaded: Any, args: argparse.Namespace, count: int) -> list[Any]:
+    """`count` binding pairs from seed --rng-seed on (seeds with no equal-length counterfactual skipped)."""
+    found: list[Any] = []
+    for seed in range(args.rng_seed, min(args.rng_seed + 20 * count, MAX_SEED + 1)):
+        try:
+            found.append(binding_pair(args.seq_len, args.num_hops, seed, loaded.tokenizer))
+        except ValueError:
+            continue
+        if len(found) == count:
+            return found
+    raise ValueError(
+        f"only {len(found)} of {count} seeds from {args.rng_seed} on have an equal-length counterfactual"
+    )
+
+
+def _run_method(loaded: Any, args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
+    """Run one non-sweep method: (JSON-ready result, figure, summary lines)."""
+    num_layers = resolve_architecture(loaded.model).num_layers
+    pairs = _method_pairs(loaded, args, args.num_pairs if args.method == "das" else 1)
+    if args.method == "lens":
+        result = logit_lens(loaded, *pairs[0])
+        stays = "none" if result.stays_from_layer is None else result.stays_from_layer
+        lines = [
+            f"answer {result.answer_text!r} first decodes (lens top-1) at layer "
+            f"{result.first_decoding_layer_label}, and stays top-1 from layer {stays}"
+        ]
+        lines += [
+            f"  layer {label:>5}: rank {int(r):>3}  P(answer) {p:.3f}  top-1 {t!r}"
+            for label, r, p, t in zip(result.layer_labels, result.rank, result.prob, result.top1)
+        ]
+        return result.to_dict(), plot_logit_lens(result), lines
+    if args.method == "knockout":
+        sets = [[layer] for layer in range(num_layers)] + [list(range(num_layers))]
+        result = knockout_by_layer(
+            loaded, pairs[0], _split_positions(args.query), _split_positions(args.keys), sets
+        )
+        lines = [
+            f"queries {result.query_positions} cut from keys {result.key_positions}; unknocked P(orig) "
+            f"{result.baseline.prob_original:.3f}"
+        ]
+        lines += [
+            f"  {label:>6}: P(orig) {p:.3f}  top-1 {t!r}"
+            for label, p, t in zip(result.row_labels, result.prob_original, result.top1)
+        ]
+        return result.to_dict(), plot_knockout(result), lines
+    if args.method == "das":
+        results = das_by_layer(
+            loaded,
+            pairs,
+            range(num_layers + 1),
+            _split_positions(args.position)[0],
+            args.dim,
+            steps=args.steps,
+        )
+        lines = [f"held-out IIA at {args.position!r}, dim {args.dim} (das / random subspace / full vector)"]
+        lines += [
+            f"  layer {r.layer:>2}: {r.metrics['das']['iia']:.2f} / "
+            f"{r.metrics['random_subspace']['iia']:.2f} / {r.metrics['full_vector']['iia']:.2f}"
+            for r in results
+        ]
+        return {"method": "das", "by_layer": [r.to_dict() for r in results]}, plot_das(results), lines
+    result = path_patch_heads(loaded, pairs[0], args.receivers)
+    order = np.argsort(-np.nan_to_num(result.normalized, nan=-np.inf))[:5]
+    lines = [f"strongest sender heads (receivers {args.receivers!r}), normalized effect:"]
+    lines += [
+        f"  layer {result.senders[i][0]} head {result.senders[i][1]}: {result.normalized[i]:+.3f}"
+        for i in order
+    ]
+    return result.to_dict(), plot_path_patching(result), lines
+
+
+def _main_method(args: argparse.Namespace) -> int:
+    """`debug patch --method M` for M other than sweep: run, save JSON and a picture, print a summary."""
+    try:
+        program = binding_program(args.seq_len, args.num_hops, args.rng_seed)  # bad hops / seq_len: one line
+        loaded = load(args.model)
+        check_program_fits(loaded, program)
+        data, figure, lines = _run_method(loaded, args)
+    except (OSError, ValueError, UnsupportedArchitectureError) as exc:
+        print(f"debug patch: {exc}", file=sys.stderr)
+        return 2
+    folder = timestamped_dir(args.results_dir, prefix=f"{args.method}-")
+    atomic_write_json(folder / f"{args.method}.json", jsonable({"model": args.model, **data}))
+    picture = save_figure(figure, folder / f"{args.method}.png")
+    print("\n".join(lines))
+    print(f"\nresults: {folder}\npicture: {picture}")
     return 0
 
 

@@ -12,18 +12,37 @@ query variable and the final token - and the case records, per layer:
 - `accuracy`: how many originals the model answers correctly (greedy, teacher-forced check);
 - `robust_pairs`: how many pairs the model answers correctly both ways. Effects are averaged over those
   pairs (the paper's practice); when there is none, over all pairs, and the case says so;
-- `swept_pairs`: how many of the `num_seqs` programs were swept.
+- `swept_pairs`: how many of the `num_seqs` programs were swept;
+- binding cases, beside the patching, over the first `LENS_PAIRS` (8) swept pairs:
+  `lens/answer_top1/layer_<l>` (k of n whose logit-lens top-1 at the final token is the answer,
+  `debug.causal.lens`) and `lens/stays_from_layer` (mean first layer from which it stays top-1);
+  `knockout/final_to_<keys>/answer_kept` (k of n whose top-1 stays the answer when the final token cannot
+  attend to the root line, `root_line`, or to the query variable's own line, `last_chain_line`, at every
+  layer, `debug.causal.knockout`) and `.../prob_orig` (mean P(answer) then).
 
-Every program gets a sample record, swept or not; one that was not swept says why (`skipped`: no
-counterfactual of equal token length, or the model answers it wrong while others are answered right both
+Every program gets a sample record, swept or not, with what its counterfactual changed (`change`: line, old
+and new value); one that was not swept says why (`skipped`: no counterfactual of equal token length, no
+counterfactual that changes the answer, or the model answers it wrong while others are answered right both
 ways), and the case info counts the skipped pairs by reason (`skipped_pairs`, `skipped_why`).
 
 The measurement object is duck-typed (`metric`, `info`, `sample`, `image`: `debug.plugin.Measurement`), so
 this module does not depend on the plugin.
+
+The same measurement runs other program families (`measure_causal_case(..., family=...)`, families in
+`CAUSAL_FAMILIES`): "range" (`make_range_program` in query form; the counterfactual changes the increment or
+the loop bound) and "boolean" (`make_boolean_program` in query form; a root constant flipped), built by
+`debug.counterfactual.create_counterfactual` and targeted by `debug.token_analyzer.TokenAnalyzer` ("changed
+constant", "accumulator" or "operand k", "query", "final"). Which pairs are swept: those the model answers
+right both ways when there is any, otherwise every pair with a counterfactual (a model that does not solve
+the family, such as the binding-only default model on range programs, is still traced, and `measured_on` and
+the `robust_pairs` k/n say so); `sweep_unsolved=True` sweeps every pair even when some are solved, for a
+researcher who wants to see what an unsolved pair's effects look like. A "target x layer" heatmap (mean
+normalized effect per target and layer) shows where the changed value travels.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,31 +52,48 @@ import numpy as np
 
 from debug._util.figures import save_figure
 from debug.causal.architectures import resolve_architecture
-from debug.causal.engine import sweep
-from debug.causal.inputs import prepare_inputs, token_label
+from debug.causal.engine import sweep_pairs
+from debug.causal.inputs import CausalTracingError, prepare_inputs, token_label
+from debug.causal.knockout import knockout_by_layer
+from debug.causal.lens import logit_lens
 from debug.causal.pairs import check_program_fits
 from debug.causal.plots import plot_ref_depth_aggregate, plot_token_heatmap
 from debug.causal.result import SweepResult, aggregate_by_target
-from debug.counterfactual import create_counterfactual_program
-from debug.generators import make_variable_binding_program
+from debug.counterfactual import create_counterfactual, create_counterfactual_program, mark_change
+from debug.generators import GENERATORS
 from debug.programs import Program, generate_programs, program_seed
 from debug.scoring import teacher_forced
 
-__all__ = ["BindingPair", "binding_pairs", "measure_binding_case"]
+__all__ = [
+    "CAUSAL_FAMILIES",
+    "BindingPair",
+    "binding_pairs",
+    "causal_pairs",
+    "measure_binding_case",
+    "measure_causal_case",
+]
+
+#: Family -> (generator, its fixed knobs) of the programs a causal case measures (all in query form).
+CAUSAL_FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "binding": ("make_variable_binding_program", {}),
+    "range": ("make_range_program", {"query": True}),
+    "boolean": ("make_boolean_program", {"query": True}),
+}
 
 SITE = "residual_stream"
 NO_COUNTERFACTUAL = "no counterfactual of equal token length"
+NO_CHANGE = "no counterfactual changes the answer"
 WRONG_WAY = "answered wrong on the original or the counterfactual (effects use the pairs right both ways)"
 
 
 @dataclass
 class BindingPair:
-    """One program of a case, its counterfactual and how the model answers both.
+    """One program of a case (any family, despite the name), its counterfactual, how the model answers both.
 
     Attributes:
         index: The program's index in the case.
-        original: The program.
-        counterfactual: Its counterfactual, or None when none of equal token length exists.
+        original: The program (range and boolean: marked with its change, `debug.counterfactual.mark_change`).
+        counterfactual: Its counterfactual, or None when there is none (`why_none` says why).
         why_none: Why there is no counterfactual ("" when there is one).
         original_top1: The model's greedy first answer token on the original (readable label).
         original_correct: Whether greedy decoding gives the original's answer.
@@ -79,25 +115,53 @@ class BindingPair:
 
 
 def binding_pairs(loaded: Any, hops: int, seq_len: int, num_seqs: int, seed: int) -> list[BindingPair]:
+    """The binding case's programs with their counterfactuals (`causal_pairs` for family "binding")."""
+    return causal_pairs(loaded, "binding", seq_len, num_seqs, seed, num_hops=hops)
+
+
+def _check_family(family: str) -> tuple[str, dict[str, Any]]:
+    if family not in CAUSAL_FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(CAUSAL_FAMILIES)}; got {family!r}")
+    return CAUSAL_FAMILIES[family]
+
+
+def causal_pairs(
+    loaded: Any, family: str, seq_len: int, num_seqs: int, seed: int, **knobs: Any
+) -> list[BindingPair]:
     """The case's programs with their counterfactuals, checked against the context, then answered.
 
-    Program i is seeded by `program_seed(seed, seq_len, i)`, its counterfactual by the same seed.
+    Program i is seeded by `program_seed(seed, seq_len, i)`, its counterfactual by the same seed. For the
+    range and boolean families the original carries the change (`debug.counterfactual.mark_change`), so
+    its "changed constant" token is a target.
+
+    Args:
+        loaded: The model (`debug.models.LoadedModel`).
+        family: A key of `CAUSAL_FAMILIES`.
+        seq_len: The generator's seq_len.
+        num_seqs: Programs in the case.
+        seed: The case's base seed.
+        **knobs: More generator knobs (e.g. `num_hops` for binding).
 
     Raises:
+        ValueError: For an unknown family (before any work).
         debug.causal.inputs.CausalTracingError: When a program (with its answer) is longer than the model's
             context, before any forward.
     """
+    generator, fixed = _check_family(family)
     tokenizer = loaded.tokenizer
-    programs = generate_programs(make_variable_binding_program, seq_len, num_seqs, seed, num_hops=hops)
+    programs = generate_programs(GENERATORS[generator], seq_len, num_seqs, seed, **fixed, **knobs)
     for program in programs:
         check_program_fits(loaded, program)
     pairs = []
     for index, program in enumerate(programs):
         try:
-            cf = create_counterfactual_program(
-                program, program_seed(seed, seq_len, index), tokenizer=tokenizer
-            )
-            pairs.append(BindingPair(index, program, cf))
+            cf_seed = program_seed(seed, seq_len, index)
+            if family == "binding":
+                cf, original = create_counterfactual_program(program, cf_seed, tokenizer=tokenizer), program
+            else:
+                cf = create_counterfactual(program, cf_seed, tokenizer=tokenizer, family=family)
+                original = mark_change(program, cf)
+            pairs.append(BindingPair(index, original, cf))
         except ValueError as exc:
             pairs.append(BindingPair(index, program, None, why_none=str(exc)))
     asked = [p.original for p in pairs] + [p.counterfactual for p in pairs if p.counterfactual is not None]
@@ -115,7 +179,8 @@ def binding_pairs(loaded: Any, hops: int, seq_len: int, num_seqs: int, seed: int
 
 def _skip_reason(pair: BindingPair, measured_robust: bool) -> str:
     if pair.counterfactual is None:
-        return NO_COUNTERFACTUAL
+        # Range and boolean programs can have no change that moves the answer (`x = a or True`).
+        return NO_CHANGE if "does not depend on" in pair.why_none else NO_COUNTERFACTUAL
     if measured_robust and not pair.robust:
         return WRONG_WAY
     return ""
@@ -136,29 +201,41 @@ def _sample(pair: BindingPair, result: SweepResult | None, skipped: str) -> dict
         "swept": result is not None,
         "skipped": skipped or None,
         "why": pair.why_none or None,
+        "change": _change(cf),
         "normalized_by_target": result.target_effects() if result is not None else None,
     }
 
 
+def _change(cf: Program | None) -> dict[str, Any] | None:
+    """What the counterfactual changed: line, old and new value (and the kind for range and boolean)."""
+    if cf is None:
+        return None
+    keys = ("change", "changed_line", "original_value", "counterfactual_value")
+    return {k: cf.metadata[k] for k in keys if k in cf.metadata}
+
+
 def _sweep_pairs(loaded: Any, measured: list[BindingPair]) -> dict[int, SweepResult]:
-    """Sweep the measured pairs; the first over every position (its heatmap), the rest at the targets only."""
+    """Sweep the measured pairs; the first over every position (its heatmap), the rest at the targets only.
+
+    All pairs go to one `sweep_pairs` call, so the cells of pairs of equal token length share forwards.
+    """
     layers = range(resolve_architecture(loaded.model).num_layers + 1)  # + the final residual
-    results: dict[int, SweepResult] = {}
+    positions: list[list[int] | None] = []
     for pair in measured:
-        positions = None
-        if results:
+        if positions:
             targets = prepare_inputs(loaded.tokenizer, pair.original, pair.counterfactual).targets
-            positions = sorted(set(targets.values()))
-        # Wrong answers are recorded in the samples and the robust_pairs metric; no warning per pair.
-        results[pair.index] = sweep(
-            loaded,
-            pair.original,
-            pair.counterfactual,
-            layers=layers,
-            positions=positions,
-            warn_unsolved=False,
-        )
-    return results
+            positions.append(sorted(set(targets.values())))
+        else:
+            positions.append(None)
+    # Wrong answers are recorded in the samples and the robust_pairs metric; no warning per pair.
+    swept = sweep_pairs(
+        loaded,
+        [(pair.original, pair.counterfactual) for pair in measured],
+        layers=layers,
+        positions=positions,
+        warn_unsolved=False,
+    )
+    return {pair.index: result for pair, result in zip(measured, swept)}
 
 
 def _effect_metrics(measure: Any, results: list[SweepResult]) -> dict[str, Any]:
@@ -183,6 +260,39 @@ def _effect_metrics(measure: Any, results: list[SweepResult]) -> dict[str, Any]:
     return aggregate
 
 
+#: Swept pairs the lens and knockout metrics use (the first ones): enough to read a layer, and a bound on the
+#: case's cost however large --num-seqs is.
+LENS_PAIRS = 8
+
+
+def _lens_and_knockout_metrics(loaded: Any, measure: Any, pairs: list[BindingPair], hops: int) -> None:
+    """Logit-lens and attention-knockout metrics of the first `LENS_PAIRS` swept pairs (module docstring)."""
+    pairs = pairs[:LENS_PAIRS]
+    lenses = [logit_lens(loaded, p.original, p.counterfactual) for p in pairs]
+    if lenses:
+        for index, label in enumerate(lenses[0].layer_labels):
+            hits = sum(int(r.rank[index]) == 1 for r in lenses)
+            measure.metric(f"lens/answer_top1/layer_{label}", k=hits, n=len(lenses))
+        stays = [r.stays_from_layer for r in lenses if r.stays_from_layer is not None]
+        if stays:
+            measure.metric("lens/stays_from_layer", float(np.mean(stays)))
+    num_layers = resolve_architecture(loaded.model).num_layers
+    for name, keys in (("root_line", "line:ref depth 1"), ("last_chain_line", f"line:ref depth {hops}")):
+        kept, probs = [], []
+        for p in pairs:
+            try:
+                result = knockout_by_layer(
+                    loaded, (p.original, p.counterfactual), "final", keys, [range(num_layers)]
+                )
+            except CausalTracingError:
+                continue  # a program without that chain target: nothing to cut
+            kept.append(bool(result.original_top1[0]))
+            probs.append(float(result.prob_original[0]))
+        if kept:
+            measure.metric(f"knockout/final_to_{name}/answer_kept", k=sum(kept), n=len(kept))
+            measure.metric(f"knockout/final_to_{name}/prob_orig", float(np.mean(probs)))
+
+
 def measure_binding_case(
     loaded: Any, measure: Any, *, hops: int, seq_len: int, num_seqs: int, seed: int, out_dir: str | Path
 ) -> list[SweepResult]:
@@ -204,23 +314,65 @@ def measure_binding_case(
         debug.causal.inputs.CausalTracingError: When the programs are longer than the model's context,
             before any forward.
     """
-    pairs = binding_pairs(loaded, hops, seq_len, num_seqs, seed)
+    return measure_causal_case(
+        loaded, measure, family="binding", seq_len=seq_len, num_seqs=num_seqs, seed=seed, out_dir=out_dir,
+        knobs={"num_hops": hops},
+    )  # fmt: skip
+
+
+def measure_causal_case(
+    loaded: Any,
+    measure: Any,
+    *,
+    family: str,
+    seq_len: int,
+    num_seqs: int,
+    seed: int,
+    out_dir: str | Path,
+    knobs: dict[str, Any] | None = None,
+    sweep_unsolved: bool = False,
+) -> list[SweepResult]:
+    """Measure one causal case of a program family into `measure` (see the module docstring).
+
+    Args:
+        loaded: The model (`debug.models.LoadedModel`).
+        measure: The case's `debug.plugin.Measurement`.
+        family: A key of `CAUSAL_FAMILIES` ("binding", "range", "boolean").
+        seq_len: The generator's seq_len (lines, or loop iterations for range).
+        num_seqs: Programs in the case.
+        seed: The case's base seed.
+        out_dir: Where the attached pictures are written.
+        knobs: More generator knobs (`{"num_hops": 2}` for binding).
+        sweep_unsolved: Sweep every pair with a counterfactual, even when some are answered right both ways
+            (default: only those, when there is any).
+
+    Returns:
+        The sweeps, in program order (empty when no program had a counterfactual).
+
+    Raises:
+        ValueError: For an unknown family, before any work.
+        debug.causal.inputs.CausalTracingError: When the programs are longer than the model's context,
+            before any forward.
+    """
+    knobs = dict(knobs or {})
+    _check_family(family)
+    pairs = causal_pairs(loaded, family, seq_len, num_seqs, seed, **knobs)
     usable = [p for p in pairs if p.counterfactual is not None]
     robust = [p for p in usable if p.robust]
     measure.metric("accuracy", k=sum(p.original_correct for p in usable), n=len(usable))
     measure.metric("robust_pairs", k=len(robust), n=len(usable))
-    measured = robust or usable
+    measured = usable if sweep_unsolved else (robust or usable)
     swept = _sweep_pairs(loaded, measured)
-    reasons = {p.index: _skip_reason(p, bool(robust)) for p in pairs}
+    reasons = {p.index: _skip_reason(p, bool(robust) and not sweep_unsolved) for p in pairs}
     why = Counter(reason for reason in reasons.values() if reason)
     measure.samples(_sample(p, swept.get(p.index), reasons[p.index]) for p in pairs)
     measure.metric("swept_pairs", k=len(swept), n=len(pairs))
     measure.info(
         model=loaded.model_id,
         fingerprint=loaded.fingerprint,
-        hops=hops,
+        **({"hops": knobs["num_hops"]} if family == "binding" else {"family": family}),
         site=SITE,
-        measured_on="pairs answered correctly both ways" if robust else "all pairs (none answered correctly)",
+        measured_on=_measured_on(robust, usable, sweep_unsolved),
         pairs=len(measured),
         skipped_pairs=sum(why.values()),
         skipped_why="; ".join(f"{n} {reason}" for reason, n in why.items()) or "none skipped",
@@ -229,8 +381,58 @@ def measure_binding_case(
     if not results:
         return results
     aggregate = _effect_metrics(measure, results)
+    if family == "binding":
+        _lens_and_knockout_metrics(
+            loaded, measure, [p for p in measured if p.index in swept], knobs["num_hops"]
+        )
+    what = f"{knobs['num_hops']} hops" if family == "binding" else f"{family}, seq_len {seq_len}"
     heatmap = save_figure(plot_token_heatmap(results[0]), Path(out_dir) / "heatmap.png")
-    measure.image("layer x token", heatmap, caption=f"normalized effect, first program ({hops} hops)")
+    measure.image("layer x token", heatmap, caption=f"normalized effect, first program ({what})")
     by_depth = save_figure(plot_ref_depth_aggregate(aggregate), Path(out_dir) / "by_depth.png")
     measure.image("by ref depth", by_depth, caption=f"mean over {len(results)} programs, by target")
+    if family != "binding":  # the binding case's pictures stay the paper's two
+        by_target = save_figure(plot_target_layer_heatmap(aggregate, what), Path(out_dir) / "by_target.png")
+        measure.image("target x layer", by_target, caption=f"mean normalized effect, {len(results)} programs")
     return results
+
+
+def _measured_on(robust: list[BindingPair], usable: list[BindingPair], sweep_unsolved: bool) -> str:
+    if sweep_unsolved and len(robust) < len(usable):
+        solved = f"{len(robust)} of {len(usable)} answered right both ways"
+        return f"all pairs, solved or not (sweep_unsolved; {solved})"
+    return "pairs answered correctly both ways" if robust else "all pairs (none answered correctly)"
+
+
+def plot_target_layer_heatmap(aggregate: dict[str, Any], what: str = "", metric: str = "normalized") -> Any:
+    """A heatmap of the mean effect per target (rows) and layer (columns): where the changed value travels.
+
+    Args:
+        aggregate: `debug.causal.result.aggregate_by_target` of the case's sweeps.
+        what: Names the case in the title.
+        metric: Which metric to draw.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib  # deferred: matplotlib costs ~0.3 s to import
+
+    if "matplotlib.pyplot" not in sys.modules:  # keep a notebook's interactive backend
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # deferred: as above
+
+    targets = list(aggregate["by_target"])
+    values = np.array(
+        [[np.nan if v is None else v for v in aggregate["by_target"][t][metric]] for t in targets],
+        dtype=float,
+    )
+    if values.ndim == 3:  # head sweeps: the strongest head
+        values = np.nanmax(values, axis=2)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * values.shape[1] + 2.0), 0.45 * len(targets) + 1.6))
+    image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
+    ax.set_yticks(range(len(targets)), targets, fontsize=8)
+    ax.set_xticks(range(len(aggregate["layer_labels"])), aggregate["layer_labels"], fontsize=7)
+    ax.set_xlabel("layer")
+    ax.set_title(f"{metric} effect by target and layer ({what})\n{aggregate.get('model_id', '')}", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    fig.tight_layout()
+    return fig

@@ -232,6 +232,11 @@ class SweepResult:
         def arr(key: str) -> np.ndarray:
             return np.array(data[key], dtype=float)  # null -> nan
 
+        def _iia(values: np.ndarray) -> np.ndarray:
+            # An exact sweep stores booleans; an attribution estimate stores null (not estimable), which must
+            # stay NaN: NaN cast to bool would read as True.
+            return values if np.isnan(values).any() else values.astype(bool)
+
         answer = data["answer"]
         return cls(
             site=data["site"],
@@ -244,7 +249,7 @@ class SweepResult:
             logit_diff=arr("logit_diff"),
             normalized=arr("normalized"),
             prob_cf=arr("prob_cf"),
-            iia=arr("iia").astype(bool),
+            iia=_iia(arr("iia")),
             original=UnpatchedRun(**data["original" if "original" in data else "clean"]),
             counterfactual=UnpatchedRun(**data["counterfactual"]),
             answer=AnswerTokens(

@@ -22,7 +22,7 @@ from typing import Any
 from debug._util.figures import save_figure
 from debug._util.files import atomic_write_json, timestamped_dir
 from debug.causal.architectures import resolve_architecture
-from debug.causal.engine import resolve_model, sweep
+from debug.causal.engine import resolve_model, sweep_pairs
 from debug.causal.inputs import CausalTracingError, as_pair
 from debug.causal.pairs import binding_pair, binding_program, check_program_fits
 from debug.causal.plots import plot_head_heatmaps, plot_ref_depth_aggregate, plot_token_heatmap
@@ -65,7 +65,8 @@ def run_causal_tracing_experiment(
     batch_size: int | None = None,
     progress: bool = False,
 ) -> list[SweepResult]:
-    """The seed's causal tracing entry point: one full sweep per program pair.
+    """The seed's causal tracing entry point: one full sweep per program pair (`sweep_pairs`: pairs of equal
+    token length share batched forwards).
 
     Args:
         model_id: A model id or a `LoadedModel`.
@@ -93,21 +94,19 @@ def run_causal_tracing_experiment(
     pairs = [as_pair(item) for item in programs]
     for original, _ in pairs:
         check_program_fits(loaded, original, with_answer=False)
-    results = []
-    for original, counterfactual in pairs:
-        result = sweep(
-            loaded,
-            original,
-            counterfactual,
-            site=intervention_type,
-            layers=intervention_layers,
-            positions=positions,
-            batch_size=batch_size,
-            progress=progress,
-            warn_unsolved=False,
-        )
+    # All pairs in one call: pairs of equal token length share batched forwards.
+    results = sweep_pairs(
+        loaded,
+        pairs,
+        site=intervention_type,
+        layers=intervention_layers,
+        positions=positions,
+        batch_size=batch_size,
+        progress=progress,
+        warn_unsolved=False,
+    )
+    for result in results:
         warn_if_unsolved(result, stacklevel=2)
-        results.append(result)
     return results
 
 
@@ -231,21 +230,19 @@ class CausalExperimentRunner:
             found = _generated_pairs(loaded, num_hops, seq_len, num_programs, rng_seed)
         else:
             found = _given_pairs(loaded, programs, rng_seed)
-        sweeps, records = [], []
-        for index, (original, counterfactual, seed) in enumerate(found.pairs):
-            result = sweep(
-                loaded,
-                original,
-                counterfactual,
-                site=intervention_type,
-                layers=layers,
-                positions=positions,
-                batch_size=batch_size,
-                progress=self.progress,
-                warn_unsolved=False,
-            )
+        sweeps = sweep_pairs(
+            loaded,
+            [(original, counterfactual) for original, counterfactual, _ in found.pairs],
+            site=intervention_type,
+            layers=layers,
+            positions=positions,
+            batch_size=batch_size,
+            progress=self.progress,
+            warn_unsolved=False,
+        )
+        records = []
+        for index, ((original, counterfactual, seed), result) in enumerate(zip(found.pairs, sweeps)):
             warn_if_unsolved(result, stacklevel=2)
-            sweeps.append(result)
             records.append(_record(index, original, counterfactual, seed, result))
         results: dict[str, Any] = {
             "model_id": getattr(loaded, "model_id", str(model_id)),

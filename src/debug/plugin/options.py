@@ -277,23 +277,18 @@ def pyproject_gates(config: pytest.Config) -> list[str]:
     return found
 
 
-def resolve_options(config: pytest.Config) -> DebugOptions:
-    """Validate every option; raise `pytest.UsageError` with a one-line fix on bad input."""
+def _models(config: pytest.Config) -> tuple[str, ...]:
     models = tuple(config.getoption("--model") or [DEFAULT_MODEL])
     for model in models:
         if not model.strip():
             raise pytest.UsageError(
                 "--model needs a model id, e.g. --model embedded:binder; got an empty one"
             )
-    models = tuple(dict.fromkeys(m.strip() for m in models))
-    num_seqs = bounded_int(config.getoption("--num-seqs"), "--num-seqs") or EVAL_NUM_SEQS
-    seed = bounded_int(config.getoption("--program-seed"), "--program-seed")
-    batch_size = bounded_int(config.getoption("--batch-size"), "--batch-size")
-    max_new_tokens = bounded_int(config.getoption("--max-new-tokens"), "--max-new-tokens")
-    seq_lens = _seq_lens(config.getoption("--seq-lens"))
-    compare_text = config.getoption("--compare-fail")
-    baseline_text = config.getoption("--baseline")
-    compare_fail = None
+    return tuple(dict.fromkeys(m.strip() for m in models))
+
+
+def _reference(config: pytest.Config, models: tuple[str, ...]) -> str | None:
+    """The model the others are compared with: --reference, else the first --model; None for one model."""
     reference = config.getoption("--reference")
     if reference is not None and reference.strip() not in models:
         raise pytest.UsageError(
@@ -305,34 +300,47 @@ def resolve_options(config: pytest.Config) -> DebugOptions:
             f"--reference {reference} needs a second --model to compare with it, e.g. --model {models[0]} "
             "--model OTHER"
         )
-    # Several models are compared with the reference (the first --model unless --reference says otherwise).
-    reference = (reference.strip() if reference else models[0]) if len(models) > 1 else None
+    return (reference.strip() if reference else models[0]) if len(models) > 1 else None
+
+
+def _compare_fail(config: pytest.Config, reference: str | None) -> tuple[float, CompareFail | None]:
+    """--compare-alpha and the parsed --compare-fail rule (None without one)."""
     try:
         compare_alpha = parse_alpha(config.getoption("--compare-alpha"), "--compare-alpha")
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if compare_text is not None:
-        try:
-            compare_fail = parse_compare_fail(compare_text)
-        except ValueError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        compare_fail = CompareFail(compare_fail.metric, compare_fail.margin, compare_fail.text, compare_alpha)
-        if baseline_text is None and reference is None:
-            raise pytest.UsageError(
-                "--compare-fail needs something to compare with: --baseline PATH (an earlier run's "
-                "results.json) or a second --model"
-            )
+    compare_text = config.getoption("--compare-fail")
+    if compare_text is None:
+        return compare_alpha, None
+    try:
+        rule = parse_compare_fail(compare_text)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if config.getoption("--baseline") is None and reference is None:
+        raise pytest.UsageError(
+            "--compare-fail needs something to compare with: --baseline PATH (an earlier run's "
+            "results.json) or a second --model"
+        )
+    return compare_alpha, CompareFail(rule.metric, rule.margin, rule.text, compare_alpha)
+
+
+def _gates(config: pytest.Config) -> tuple[Gate, ...]:
     gates: list[Gate] = []
     try:
         gates.extend(parse_gate(text, source="--gate") for text in config.getoption("--gate") or [])
         gates.extend(parse_gate(text, source="pyproject") for text in pyproject_gates(config))
     except GateError as exc:
         raise pytest.UsageError(str(exc)) from None
-    max_concurrency = bounded_int(config.getoption("--max-concurrency"), "--max-concurrency")
+    return tuple(gates)
+
+
+def _prompting_and_placement(config: pytest.Config) -> dict[str, Any]:
+    """The chat-template and device options, checked together (some exclude others)."""
     chat_template = bool(config.getoption("--chat-template"))
-    kwargs_text = config.getoption("--chat-template-kwargs")
     try:
-        chat_template_kwargs = check_chat_template_kwargs(kwargs_text, "--chat-template-kwargs")
+        chat_template_kwargs = check_chat_template_kwargs(
+            config.getoption("--chat-template-kwargs"), "--chat-template-kwargs"
+        )
         devices = parse_devices(config.getoption("--devices"), "--devices")
         max_memory = parse_max_memory(config.getoption("--max-memory"), "--max-memory")
     except ValueError as exc:
@@ -344,6 +352,28 @@ def resolve_options(config: pytest.Config) -> DebugOptions:
             "--devices puts each worker's models on one device and --max-memory spreads a model over "
             "several; use one of them"
         )
+    return {
+        "chat_template": chat_template,
+        "chat_template_kwargs": chat_template_kwargs,
+        "devices": devices,
+        "max_memory": max_memory,
+    }
+
+
+def resolve_options(config: pytest.Config) -> DebugOptions:
+    """Validate every option; raise `pytest.UsageError` with a one-line fix on bad input."""
+    models = _models(config)
+    num_seqs = bounded_int(config.getoption("--num-seqs"), "--num-seqs") or EVAL_NUM_SEQS
+    seed = bounded_int(config.getoption("--program-seed"), "--program-seed")
+    batch_size = bounded_int(config.getoption("--batch-size"), "--batch-size")
+    max_new_tokens = bounded_int(config.getoption("--max-new-tokens"), "--max-new-tokens")
+    seq_lens = _seq_lens(config.getoption("--seq-lens"))
+    reference = _reference(config, models)
+    compare_alpha, compare_fail = _compare_fail(config, reference)
+    gates = _gates(config)
+    max_concurrency = bounded_int(config.getoption("--max-concurrency"), "--max-concurrency")
+    prompting = _prompting_and_placement(config)
+    baseline_text = config.getoption("--baseline")
     root = config.rootpath
     report_dir = Path(config.getoption("--report-dir"))
     baseline = Path(baseline_text) if baseline_text else None
@@ -357,7 +387,7 @@ def resolve_options(config: pytest.Config) -> DebugOptions:
         report_dir=report_dir if report_dir.is_absolute() else root / report_dir,
         baseline=baseline,
         compare_fail=compare_fail,
-        gates=tuple(gates),
+        gates=gates,
         no_cache=bool(config.getoption("--no-cache")),
         # The same folder `debug.cache` uses (and `$DEBUG_CACHE_DIR` when set), so runner and plugin share
         # answers.
@@ -372,10 +402,7 @@ def resolve_options(config: pytest.Config) -> DebugOptions:
         compare_alpha=compare_alpha,
         compare_correction=config.getoption("--compare-correction"),
         max_concurrency=int(max_concurrency or 8),
-        chat_template=chat_template,
-        chat_template_kwargs=chat_template_kwargs,
-        devices=devices,
-        max_memory=max_memory,
+        **prompting,
     )
 
 

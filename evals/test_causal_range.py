@@ -1,0 +1,61 @@
+"""Causal range tracking: where a model carries a loop's increment or bound, by residual-stream patching.
+
+Run: `pytest evals -k causal_range` (add `--model PATH_OR_ID`, `--num-seqs 20`). The programs are in
+query form for every model, as in `test_causal_binding.py` (`--prompt-form` does not select these cases).
+Without `--num-seqs` a case traces `DEFAULT_PROGRAMS` (8) programs.
+
+Each case is one (model, seq_len): `make_range_program` loops of `seq_len` iterations in query form
+(`x = 0`, `for i in range(N):`, `    x += z`, `#x:`), each with a counterfactual whose increment or loop bound
+changed (seeded, same token length, CPython-checked: `debug.counterfactual.create_range_counterfactual`).
+Targets are the changed constant, the accumulator (`x` of the `x += z` line), the query and the final
+token. What is measured and recorded (effects per layer at each target, a target x layer heatmap, IIA at
+the query, accuracy, robust and swept pairs with the reasons for skipped ones) is described in
+`debug.causal.evaluate`. A model that does not solve range programs (the binding-only default model) is
+still traced over all its pairs, and the case says so (`robust_pairs`, `measured_on`). Effects are
+measurements: nothing here fails on a low value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from debug.causal.evaluate import measure_causal_case
+from debug.plugin import Task
+
+FAMILY = "causal_range"
+# One short loop length: the programs are ~40 tokens, so a case costs a few forwards per pair.
+TASKS = [
+    Task(
+        "loop",
+        generator="make_range_program",
+        prompt="{code}",
+        seq_lens=(5,),
+        knobs={"query": True},
+    )
+]
+
+
+#: Programs per case without --num-seqs: each pair costs a patching sweep, so fewer than the behavioural
+#: default (the case's `swept_pairs` n shows the number used).
+DEFAULT_PROGRAMS = 8
+
+
+def test_causal_range(debug_case, debug_model, measure, tmp_path: Path, request: pytest.FixtureRequest):
+    num_seqs = debug_case.num_seqs
+    if request.config.getoption("--num-seqs") is None:
+        num_seqs = min(num_seqs, DEFAULT_PROGRAMS)
+    knobs = {k: v for k, v in debug_case.task.knobs.items() if k != "query"}  # the family fixes query=True
+    results = measure_causal_case(
+        debug_model,
+        measure,
+        family="range",
+        seq_len=debug_case.seq_len,
+        num_seqs=num_seqs,
+        seed=debug_case.seed,
+        out_dir=tmp_path,
+        knobs=knobs,
+    )
+    if not results:
+        pytest.skip("no program pair of equal token length to patch (the samples say why)")
