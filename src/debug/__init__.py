@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from importlib import metadata
 
 from debug import generators, prompts
+from debug._util.lazy import lazy_getattr
 from debug.config import ExperimentConfig, quick_experiment
 from debug.models import DEFAULT_MODEL
 from debug.programs import Program
@@ -18,16 +18,13 @@ except metadata.PackageNotFoundError:  # running from a source tree that was nev
 # Heavier entry points load on first use, so `import debug` stays light (no scipy, matplotlib or models).
 _LAZY = {
     "ExperimentRunner": "debug.runner",
-    "CausalExperimentRunner": "debug.causal_experiment_runner",
-    "run_causal_tracing_experiment": "debug.causal_tracing",
-    "sweep": "debug.causal_tracing",
+    "CausalExperimentRunner": "debug.causal.runner",
+    "run_causal_tracing_experiment": "debug.causal.runner",
+    "sweep": "debug.causal.engine",
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'debug' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [

@@ -20,8 +20,7 @@ Importing this package is light (no torch, nnsight or matplotlib): the names tha
 
 from __future__ import annotations
 
-import importlib
-
+from debug._util.lazy import lazy_getattr
 from debug.causal.inputs import AnswerTokens, CausalTracingError, PairedInputs, as_pair, prepare_inputs
 from debug.causal.pairs import answers_correctly, binding_pair, find_robust_seeds
 from debug.causal.result import (
@@ -71,10 +70,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'debug.causal' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [
