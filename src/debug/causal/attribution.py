@@ -28,7 +28,6 @@ that this module never imports the engine (the engine imports it).
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import torch
 
 from debug._util.jsonable import jsonable
 from debug.causal.architectures import Architecture, get_path, resolve_architecture
+from debug.causal.forward import SITES, forward_kwargs, resolve_model, unpatched_run
 from debug.causal.inputs import (
     AnswerTokens,
     CausalTracingError,
@@ -48,7 +48,6 @@ from debug.causal.inputs import (
     token_label,
 )
 from debug.causal.result import SweepResult, UnpatchedRun, warn_if_unsolved
-from debug.models import load, require_weights
 
 __all__ = [
     "ATTRIBUTION_METRICS",
@@ -63,17 +62,6 @@ __all__ = [
 #: `sweep(method=...)` values: the exact engine, the estimate, the estimate with its top cells re-run exactly.
 METHODS = ("exact", "attribution", "attribution+verify")
 
-#: The sites this module estimates (the exact engine's sites) and what each means.
-_SITES = {
-    "residual_stream": (
-        "hidden state entering decoder layer l (layers[l].input); layer num_layers = final norm input"
-    ),
-    "attention_heads": (
-        "head h's head_dim slice of the input of layer l's attention output projection (o_proj)"
-    ),
-    "mlp": "output of layer l's MLP block",
-}
-
 ATTRIBUTION_METRICS = (
     "estimates, first order (attribution patching): logit_diff = LD_orig + (a_cf - a_orig) . dLD/da at the "
     "cell, with LD = logit(cf) - logit(orig) at the answer position and the gradient taken on the original "
@@ -87,17 +75,8 @@ _DIRECTION = (
 )
 
 
-def _resolve(model: Any) -> Any:
-    # Checked before loading: a served id must not cost a connection to learn it has no gradients.
-    require_weights(model, "attribution patching (it needs gradients)")
-    if isinstance(model, str):
-        model = load(model)
-    if not (hasattr(model, "model") and hasattr(model, "tokenizer")):
-        raise CausalTracingError(
-            f"model must be a model id or a debug.models.LoadedModel; got {type(model).__name__} "
-            "(wrap a transformers model as LoadedModel(model, tokenizer, model_id, fingerprint))"
-        )
-    return model
+def _resolve_for_gradients(model: Any) -> Any:
+    return resolve_model(model, "attribution patching (it needs gradients)")
 
 
 def _indices(values: Any, limit: int, name: str) -> list[int]:
@@ -124,9 +103,9 @@ class _Plan:
 def _plan(
     model: Any, original: Any, counterfactual: Any, site: str, layers: Any, positions: Any, heads: Any
 ) -> _Plan:
-    if site not in _SITES:
-        raise CausalTracingError(f"unknown site {site!r}; choose one of {', '.join(_SITES)}")
-    loaded = _resolve(model)
+    if site not in SITES:
+        raise CausalTracingError(f"unknown site {site!r}; choose one of {', '.join(SITES)}")
+    loaded = _resolve_for_gradients(model)
     arch = resolve_architecture(loaded.model)
     if loaded.model.training:
         raise CausalTracingError("the model is in training mode (dropout on); call model.eval() first")
@@ -172,27 +151,6 @@ def _capture(
 
             handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
     return handles
-
-
-def _forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:
-    params = inspect.signature(model.forward).parameters
-    kwargs: dict[str, Any] = {"use_cache": False} if "use_cache" in params else {}
-    if "logits_to_keep" in params:
-        kwargs["logits_to_keep"] = 1  # only the answer position is read
-    return kwargs
-
-
-def _unpatched(logits: torch.Tensor, answer: AnswerTokens, tokenizer: Any) -> UnpatchedRun:
-    logits = logits.detach().float()
-    probs = torch.softmax(logits, dim=-1)
-    top1 = int(logits.argmax())
-    return UnpatchedRun(
-        logit_diff=float(logits[answer.counterfactual_id] - logits[answer.original_id]),
-        prob_counterfactual=float(probs[answer.counterfactual_id]),
-        prob_original=float(probs[answer.original_id]),
-        top1_id=top1,
-        top1=token_label(tokenizer, top1),
-    )
 
 
 def _answer_from_model(orig: torch.Tensor, cf: torch.Tensor, tokenizer: Any) -> AnswerTokens:
@@ -252,7 +210,7 @@ def attribution_sweep(
     plan = _plan(model, original, counterfactual, site, layers, positions, heads)
     hf, tokenizer, arch = plan.loaded.model, plan.loaded.tokenizer, plan.arch
     device = hf.get_input_embeddings().weight.device
-    kwargs = _forward_kwargs(hf)
+    kwargs = forward_kwargs(hf)
 
     cf_acts: dict[int, torch.Tensor] = {}
     handles = _capture(hf, arch, site, plan.layers, cf_acts)
@@ -278,7 +236,7 @@ def attribution_sweep(
             h.remove()
 
     answer = plan.pair.answer or _answer_from_model(orig_logits.detach(), cf_logits, tokenizer)
-    runs = (_unpatched(orig_logits, answer, tokenizer), _unpatched(cf_logits, answer, tokenizer))
+    runs = (unpatched_run(orig_logits, answer, tokenizer), unpatched_run(cf_logits, answer, tokenizer))
     ld = orig_logits[answer.counterfactual_id].double() - orig_logits[answer.original_id].double()
     grads = torch.autograd.grad(ld, [orig_acts[layer] for layer in plan.layers], allow_unused=True)
 
@@ -333,7 +291,7 @@ def _result(
         counterfactual=counterfactual,
         answer=answer,
         definitions={
-            "site": _SITES[plan.site],
+            "site": SITES[plan.site],
             "direction": _DIRECTION,
             "metrics": ATTRIBUTION_METRICS,
             "method": (
@@ -499,7 +457,7 @@ def verify_attribution(
     if int(top_k) < 1:
         raise CausalTracingError(f"top_k must be at least 1; got {top_k}")
     started = time.perf_counter()
-    loaded = _resolve(model)
+    loaded = _resolve_for_gradients(model)
     estimate = attribution_sweep(
         loaded,
         original,

@@ -41,7 +41,8 @@ import torch
 
 from debug._util.jsonable import jsonable
 from debug.causal.architectures import get_path, resolve_architecture
-from debug.causal.engine import _device, forward_kwargs, resolve_model
+from debug.causal.engine import _device
+from debug.causal.forward import forward_kwargs, resolve_model
 from debug.causal.inputs import CausalTracingError, as_pair, check_context, prepare_inputs
 from debug.causal.knockout import resolve_positions
 from debug.causal.lens import _hidden_arg, check_eval

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from debug.causal.architectures import Architecture, get_path, resolve_architecture
 from debug.causal.attribution import AttributionCheck, run_method
+from debug.causal.forward import SITES, forward_kwargs, resolve_model, unpatched_run
 from debug.causal.inputs import (
     AnswerTokens,
     CausalTracingError,
@@ -47,7 +48,6 @@ from debug.causal.inputs import (
     token_label,
 )
 from debug.causal.result import SweepResult, UnpatchedRun, warn_if_unsolved
-from debug.models import load, require_weights
 
 __all__ = [
     "DIRECTION",
@@ -61,16 +61,6 @@ __all__ = [
     "sweep_pairs",
 ]
 
-#: What each site means; copied into every result.
-SITES: dict[str, str] = {
-    "residual_stream": (
-        "hidden state entering decoder layer l (layers[l].input); layer num_layers = final norm input"
-    ),
-    "attention_heads": (
-        "head h's head_dim slice of the input of layer l's attention output projection (o_proj)"
-    ),
-    "mlp": "output of layer l's MLP block",
-}
 DIRECTION = (
     "noising the original / denoising toward the counterfactual: the original program runs, and the cell's "
     "activation is replaced by the counterfactual run's activation at the same layer and position"
@@ -82,25 +72,6 @@ METRICS = (
 )
 
 
-def resolve_model(model: Any) -> Any:
-    """An id (loaded by `debug.models.load`) or anything with `.model` and `.tokenizer` (a LoadedModel).
-
-    Raises:
-        debug.models.WeightsRequiredError: For a served model (`openai:NAME@URL`): patching needs weights.
-        CausalTracingError: For anything else that is not a model.
-    """
-    # A served (openai:) model has no activations to patch: refuse it in one line, before any work.
-    require_weights(model, "a patching sweep")
-    if isinstance(model, str):
-        return require_weights(load(model), "a patching sweep")
-    if hasattr(model, "model") and hasattr(model, "tokenizer"):
-        return model
-    raise CausalTracingError(
-        f"model must be a model id or a debug.models.LoadedModel; got {type(model).__name__} "
-        "(wrap a transformers model as LoadedModel(model, tokenizer, model_id, fingerprint))"
-    )
-
-
 def _indices(values: Any, limit: int, name: str, default: range) -> list[int]:
     if values is None:
         return list(default)
@@ -109,19 +80,6 @@ def _indices(values: Any, limit: int, name: str, default: range) -> list[int]:
     if bad or not out:
         raise CausalTracingError(f"{name} {bad or 'list is empty'}: choose {name}s in 0..{limit - 1}")
     return out
-
-
-def forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:
-    """The keyword arguments every forward of a sweep passes to `model`.
-
-    No key/value cache is built (`use_cache=False`), and where the model supports it only the last
-    position's logits are computed (`logits_to_keep=1`): the answer position is the only one ever read.
-    """
-    params = inspect.signature(model.forward).parameters
-    kwargs: dict[str, Any] = {"use_cache": False} if "use_cache" in params else {}
-    if "logits_to_keep" in params:
-        kwargs["logits_to_keep"] = 1
-    return kwargs
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -277,18 +235,6 @@ def _device_of_kv(kv: Any) -> torch.device:
     layers = getattr(kv, "layers", None)
     keys = getattr(layers[0], "keys", None) if layers else None
     return keys.device if keys is not None else torch.device("cpu")
-
-
-def _unpatched(logits: torch.Tensor, answer: AnswerTokens, tokenizer: Any) -> UnpatchedRun:
-    probs = torch.softmax(logits, dim=-1)
-    top1 = int(logits.argmax())
-    return UnpatchedRun(
-        logit_diff=float(logits[answer.counterfactual_id] - logits[answer.original_id]),
-        prob_counterfactual=float(probs[answer.counterfactual_id]),
-        prob_original=float(probs[answer.original_id]),
-        top1_id=top1,
-        top1=token_label(tokenizer, top1),
-    )
 
 
 def _answer_from_model(logits: torch.Tensor, tokenizer: Any) -> AnswerTokens:
@@ -647,7 +593,7 @@ def sweep_pairs(
         for k, i in enumerate(block.members):
             answer = plans[i].pair.answer or _answer_from_model(logits[k], loaded.tokenizer)
             answers.append(answer)
-            runs.append(tuple(_unpatched(logits[k, j], answer, loaded.tokenizer) for j in (0, 1)))
+            runs.append(tuple(unpatched_run(logits[k, j], answer, loaded.tokenizer) for j in (0, 1)))
         _use_prefix(block, plans, batch_size, reuse_prefix)
         effects = _patch_block(plans, nn, block, cache, answers, bar)
         forwards += len(block.chunks) + int(block.reuse_prefix)

@@ -33,7 +33,8 @@ import torch
 
 from debug._util.jsonable import jsonable
 from debug.causal.architectures import get_path, resolve_architecture
-from debug.causal.engine import _device, _unpatched, forward_kwargs, resolve_model
+from debug.causal.engine import _device
+from debug.causal.forward import forward_kwargs, resolve_model, unpatched_run
 from debug.causal.inputs import (
     AnswerTokens,
     CausalTracingError,
@@ -382,8 +383,8 @@ def knockout_by_layer(
     if not single:
         cf_logits = knocked_logits(loaded.model, arch, pair.counterfactual_ids, [[]], blocked)[0]
     answer = pair.answer
-    baseline = _unpatched(logits[0], answer, tokenizer)
-    counterfactual = None if single else _unpatched(cf_logits, answer, tokenizer)
+    baseline = unpatched_run(logits[0], answer, tokenizer)
+    counterfactual = None if single else unpatched_run(cf_logits, answer, tokenizer)
     knocked = logits[1:]
     probs = torch.softmax(knocked, dim=-1)
     top = knocked.argmax(dim=-1)

@@ -31,7 +31,8 @@ import torch
 
 from debug._util.jsonable import jsonable
 from debug.causal.architectures import get_path, resolve_architecture
-from debug.causal.engine import _device, _unpatched, forward_kwargs, resolve_model
+from debug.causal.engine import _device
+from debug.causal.forward import forward_kwargs, resolve_model, unpatched_run
 from debug.causal.inputs import CausalTracingError, as_pair, check_context, prepare_inputs
 from debug.causal.lens import _hidden_arg, check_eval
 from debug.causal.plots import _pyplot
@@ -310,8 +311,8 @@ def _run(model: Any, pair: Any, rows: list[tuple[tuple[int, int], Any]]) -> Path
     check_context(loaded, int(encoded.original_ids.shape[0]), "the original program")
     store, logits = _cache(loaded.model, arch, encoded)
     answer = encoded.answer
-    original = _unpatched(logits[0], answer, loaded.tokenizer)
-    counterfactual = _unpatched(logits[1], answer, loaded.tokenizer)
+    original = unpatched_run(logits[0], answer, loaded.tokenizer)
+    counterfactual = unpatched_run(logits[1], answer, loaded.tokenizer)
     patched = _path_logits(loaded.model, arch, encoded, senders, receivers, store)
     ld = (
         (patched[:, answer.counterfactual_id] - patched[:, answer.original_id])

@@ -1,0 +1,77 @@
+"""What every causal method shares about running the model: the model it is given, the sites it can read, the
+keyword arguments of each forward, and the scores of an unpatched run.
+
+One module below the engine and the other methods, so each of them uses these without importing another.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from debug.causal.inputs import AnswerTokens, CausalTracingError, token_label
+from debug.causal.result import UnpatchedRun
+from debug.models import load, require_weights
+
+#: What each site means; copied into every result.
+SITES: dict[str, str] = {
+    "residual_stream": (
+        "hidden state entering decoder layer l (layers[l].input); layer num_layers = final norm input"
+    ),
+    "attention_heads": (
+        "head h's head_dim slice of the input of layer l's attention output projection (o_proj)"
+    ),
+    "mlp": "output of layer l's MLP block",
+}
+
+
+def resolve_model(model: Any, purpose: str = "a patching sweep") -> Any:
+    """An id (loaded by `debug.models.load`) or anything with `.model` and `.tokenizer` (a LoadedModel).
+
+    Args:
+        model: A model id or a `LoadedModel`.
+        purpose: What needs the weights, for the served-model refusal ("a patching sweep").
+
+    Raises:
+        debug.models.WeightsRequiredError: For a served model (`openai:NAME@URL`): the method needs weights.
+        CausalTracingError: For anything else that is not a model.
+    """
+    # A served (openai:) model has no activations to patch: refuse it in one line, before any work.
+    require_weights(model, purpose)
+    if isinstance(model, str):
+        return require_weights(load(model), purpose)
+    if hasattr(model, "model") and hasattr(model, "tokenizer"):
+        return model
+    raise CausalTracingError(
+        f"model must be a model id or a debug.models.LoadedModel; got {type(model).__name__} "
+        "(wrap a transformers model as LoadedModel(model, tokenizer, model_id, fingerprint))"
+    )
+
+
+def forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:
+    """The keyword arguments every forward of a causal method passes to `model`.
+
+    No key/value cache is built (`use_cache=False`), and where the model supports it only the last
+    position's logits are computed (`logits_to_keep=1`): the answer position is the only one ever read.
+    """
+    params = inspect.signature(model.forward).parameters
+    kwargs: dict[str, Any] = {"use_cache": False} if "use_cache" in params else {}
+    if "logits_to_keep" in params:
+        kwargs["logits_to_keep"] = 1
+    return kwargs
+
+
+def unpatched_run(logits: torch.Tensor, answer: AnswerTokens, tokenizer: Any) -> UnpatchedRun:
+    """LD, P(cf), P(orig) and the top-1 token of one unpatched run, from its answer-position logits."""
+    logits = logits.detach().float()
+    probs = torch.softmax(logits, dim=-1)
+    top1 = int(logits.argmax())
+    return UnpatchedRun(
+        logit_diff=float(logits[answer.counterfactual_id] - logits[answer.original_id]),
+        prob_counterfactual=float(probs[answer.counterfactual_id]),
+        prob_original=float(probs[answer.original_id]),
+        top1_id=top1,
+        top1=token_label(tokenizer, top1),
+    )
