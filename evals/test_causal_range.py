@@ -2,7 +2,7 @@
 
 Run: `pytest evals -k causal_range` (add `--model PATH_OR_ID`, `--num-seqs 20`). The programs are in
 query form for every model, as in `test_causal_binding.py` (`--prompt-form` does not select these cases).
-Without `--num-seqs` a case traces `DEFAULT_PROGRAMS` (8) programs.
+Without `--num-seqs` a case traces `debug.causal.evaluate.FAMILY_CASE_PROGRAMS` (8) programs.
 
 Each case is one (model, seq_len): `make_range_program` loops of `seq_len` iterations in query form
 (`x = 0`, `for i in range(N):`, `    x += z`, `#x:`), each with a counterfactual whose increment or loop bound
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from debug.causal.evaluate import measure_causal_case
+from debug.causal.evaluate import measure_family_case
 from debug.plugin import Task
 
 FAMILY = "causal_range"
@@ -37,25 +37,10 @@ TASKS = [
 ]
 
 
-#: Programs per case without --num-seqs: each pair costs a patching sweep, so fewer than the behavioural
-#: default (the case's `swept_pairs` n shows the number used).
-DEFAULT_PROGRAMS = 8
-
-
 def test_causal_range(debug_case, debug_model, measure, tmp_path: Path, request: pytest.FixtureRequest):
-    num_seqs = debug_case.num_seqs
-    if request.config.getoption("--num-seqs") is None:
-        num_seqs = min(num_seqs, DEFAULT_PROGRAMS)
-    knobs = {k: v for k, v in debug_case.task.knobs.items() if k != "query"}  # the family fixes query=True
-    results = measure_causal_case(
-        debug_model,
-        measure,
-        family="range",
-        seq_len=debug_case.seq_len,
-        num_seqs=num_seqs,
-        seed=debug_case.seed,
-        out_dir=tmp_path,
-        knobs=knobs,
+    given = request.config.getoption("--num-seqs") is not None
+    results = measure_family_case(
+        debug_case, debug_model, measure, family="range", out_dir=tmp_path, num_seqs_given=given
     )
     if not results:
         pytest.skip("no program pair of equal token length to patch (the samples say why)")

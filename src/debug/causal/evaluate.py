@@ -396,6 +396,38 @@ def measure_causal_case(
     return results
 
 
+#: Programs per range or boolean case without --num-seqs: each pair costs a patching sweep, so fewer than the
+#: behavioural default (the case's `swept_pairs` n shows the number used).
+FAMILY_CASE_PROGRAMS = 8
+
+
+def measure_family_case(
+    case: Any, loaded: Any, measure: Any, *, family: str, out_dir: str | Path, num_seqs_given: bool
+) -> list[SweepResult]:
+    """The causal eval case of a range or boolean module: `measure_causal_case` on the case's programs.
+
+    Args:
+        case: The eval case (`debug.plugin.Case`); its task's knobs go to the generator (`query` is fixed).
+        loaded: The case's model.
+        measure: The test's `Measurement`.
+        family: "range" or "boolean".
+        out_dir: Where the pictures are written.
+        num_seqs_given: Whether the user passed --num-seqs; without it a case uses `FAMILY_CASE_PROGRAMS`.
+    """
+    num_seqs = case.num_seqs if num_seqs_given else min(case.num_seqs, FAMILY_CASE_PROGRAMS)
+    knobs = {k: v for k, v in case.task.knobs.items() if k != "query"}  # the family fixes query=True
+    return measure_causal_case(
+        loaded,
+        measure,
+        family=family,
+        seq_len=case.seq_len,
+        num_seqs=num_seqs,
+        seed=case.seed,
+        out_dir=out_dir,
+        knobs=knobs,
+    )
+
+
 def _measured_on(robust: list[BindingPair], usable: list[BindingPair], sweep_unsolved: bool) -> str:
     if sweep_unsolved and len(robust) < len(usable):
         solved = f"{len(robust)} of {len(usable)} answered right both ways"
