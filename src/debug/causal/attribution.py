@@ -38,14 +38,20 @@ import torch
 
 from debug._util.jsonable import jsonable
 from debug.causal.architectures import Architecture, get_path, resolve_architecture
-from debug.causal.forward import SITES, forward_kwargs, resolve_model, unpatched_run
+from debug.causal.forward import (
+    SITES,
+    answer_from_model,
+    cell_indices,
+    forward_kwargs,
+    resolve_model,
+    unpatched_run,
+)
 from debug.causal.inputs import (
     AnswerTokens,
     CausalTracingError,
     PairedInputs,
     check_context,
     prepare_inputs,
-    token_label,
 )
 from debug.causal.result import SweepResult, UnpatchedRun, warn_if_unsolved
 
@@ -79,16 +85,6 @@ def _resolve_for_gradients(model: Any) -> Any:
     return resolve_model(model, "attribution patching (it needs gradients)")
 
 
-def _indices(values: Any, limit: int, name: str) -> list[int]:
-    if values is None:
-        return list(range(limit))
-    out = sorted({int(v) for v in values})
-    bad = [v for v in out if not 0 <= v < limit]
-    if bad or not out:
-        raise CausalTracingError(f"{name} {bad or 'list is empty'}: choose {name}s in 0..{limit - 1}")
-    return out
-
-
 @dataclass
 class _Plan:
     loaded: Any
@@ -119,9 +115,11 @@ def _plan(
         arch=arch,
         site=site,
         pair=pair,
-        layers=_indices(layers, n_layers, "layer") if layers is not None else list(range(arch.num_layers)),
-        positions=_indices(positions, seq_len, "position"),
-        heads=_indices(heads, arch.num_heads, "head") if site == "attention_heads" else None,
+        layers=cell_indices(layers, n_layers, "layer")
+        if layers is not None
+        else list(range(arch.num_layers)),
+        positions=cell_indices(positions, seq_len, "position"),
+        heads=cell_indices(heads, arch.num_heads, "head") if site == "attention_heads" else None,
     )
 
 
@@ -151,23 +149,6 @@ def _capture(
 
             handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
     return handles
-
-
-def _answer_from_model(orig: torch.Tensor, cf: torch.Tensor, tokenizer: Any) -> AnswerTokens:
-    o, c = int(orig.argmax()), int(cf.argmax())
-    if o == c:
-        raise CausalTracingError(
-            f"text programs carry no answers and the model predicts {token_label(tokenizer, o)!r} for both; "
-            "pass Programs (or (text, answer) tuples) with different answers"
-        )
-    return AnswerTokens(
-        original_id=o,
-        counterfactual_id=c,
-        original_text=tokenizer.decode([o]),
-        counterfactual_text=tokenizer.decode([c]),
-        source="model",
-        note="text programs without answers: scored on the model's own top-1 tokens of the two runs",
-    )
 
 
 def attribution_sweep(
@@ -235,7 +216,7 @@ def attribution_sweep(
         for h in handles:
             h.remove()
 
-    answer = plan.pair.answer or _answer_from_model(orig_logits.detach(), cf_logits, tokenizer)
+    answer = plan.pair.answer or answer_from_model(orig_logits.detach(), cf_logits, tokenizer)
     runs = (unpatched_run(orig_logits, answer, tokenizer), unpatched_run(cf_logits, answer, tokenizer))
     ld = orig_logits[answer.counterfactual_id].double() - orig_logits[answer.original_id].double()
     grads = torch.autograd.grad(ld, [orig_acts[layer] for layer in plan.layers], allow_unused=True)

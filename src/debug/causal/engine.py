@@ -38,14 +38,20 @@ from tqdm.auto import tqdm
 
 from debug.causal.architectures import Architecture, get_path, resolve_architecture
 from debug.causal.attribution import AttributionCheck, run_method
-from debug.causal.forward import SITES, forward_kwargs, resolve_model, unpatched_run
+from debug.causal.forward import (
+    SITES,
+    answer_from_model,
+    cell_indices,
+    forward_kwargs,
+    resolve_model,
+    unpatched_run,
+)
 from debug.causal.inputs import (
     AnswerTokens,
     CausalTracingError,
     PairedInputs,
     check_context,
     prepare_inputs,
-    token_label,
 )
 from debug.causal.result import SweepResult, UnpatchedRun, warn_if_unsolved
 
@@ -70,16 +76,6 @@ METRICS = (
     "normalized = (LD - LD_orig)/(LD_cf - LD_orig); "
     "prob_cf = P(cf answer); iia = top-1 equals the cf answer"
 )
-
-
-def _indices(values: Any, limit: int, name: str, default: range) -> list[int]:
-    if values is None:
-        return list(default)
-    out = sorted({int(v) for v in values})
-    bad = [v for v in out if not 0 <= v < limit]
-    if bad or not out:
-        raise CausalTracingError(f"{name} {bad or 'list is empty'}: choose {name}s in 0..{limit - 1}")
-    return out
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -237,24 +233,6 @@ def _device_of_kv(kv: Any) -> torch.device:
     return keys.device if keys is not None else torch.device("cpu")
 
 
-def _answer_from_model(logits: torch.Tensor, tokenizer: Any) -> AnswerTokens:
-    orig, cf = int(logits[0].argmax()), int(logits[1].argmax())
-    if orig == cf:
-        raise CausalTracingError(
-            "text programs carry no answers and the model predicts "
-            f"{token_label(tokenizer, orig)!r} for both; "
-            "pass Programs (or (text, answer) tuples) with different answers"
-        )
-    return AnswerTokens(
-        original_id=orig,
-        counterfactual_id=cf,
-        original_text=tokenizer.decode([orig]),
-        counterfactual_text=tokenizer.decode([cf]),
-        source="model",
-        note="text programs without answers: scored on the model's own top-1 tokens of the two runs",
-    )
-
-
 @dataclass
 class _Plan:
     """What a sweep knows about one pair before its first forward: the encoded pair and the cell axes."""
@@ -306,10 +284,10 @@ def _plan(
         arch=arch,
         site=site,
         pair=pair,
-        layers=_indices(layers, max_layer, "layer", range(arch.num_layers)),
-        positions=_indices(positions, seq_len, "position", range(seq_len)),
+        layers=cell_indices(layers, max_layer, "layer", range(arch.num_layers)),
+        positions=cell_indices(positions, seq_len, "position", range(seq_len)),
         heads=(
-            _indices(heads, arch.num_heads, "head", range(arch.num_heads))
+            cell_indices(heads, arch.num_heads, "head", range(arch.num_heads))
             if site == "attention_heads"
             else None
         ),
@@ -591,7 +569,7 @@ def sweep_pairs(
         cache, logits, forwards = _cache_block(nn, plans, block, kwargs)
         answers, runs = [], []
         for k, i in enumerate(block.members):
-            answer = plans[i].pair.answer or _answer_from_model(logits[k], loaded.tokenizer)
+            answer = plans[i].pair.answer or answer_from_model(logits[k][0], logits[k][1], loaded.tokenizer)
             answers.append(answer)
             runs.append(tuple(unpatched_run(logits[k, j], answer, loaded.tokenizer) for j in (0, 1)))
         _use_prefix(block, plans, batch_size, reuse_prefix)

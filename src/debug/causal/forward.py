@@ -75,3 +75,40 @@ def unpatched_run(logits: torch.Tensor, answer: AnswerTokens, tokenizer: Any) ->
         top1_id=top1,
         top1=token_label(tokenizer, top1),
     )
+
+
+def cell_indices(values: Any, limit: int, name: str, default: Any = None) -> list[int]:
+    """Sorted, distinct layer/position/head indices in 0..limit-1 (`default`, else all of them, when None).
+
+    Raises:
+        CausalTracingError: For an empty list or an index out of range, naming the valid range.
+    """
+    if values is None:
+        return list(range(limit) if default is None else default)
+    out = sorted({int(v) for v in values})
+    bad = [v for v in out if not 0 <= v < limit]
+    if bad or not out:
+        raise CausalTracingError(f"{name} {bad or 'list is empty'}: choose {name}s in 0..{limit - 1}")
+    return out
+
+
+def answer_from_model(orig: torch.Tensor, cf: torch.Tensor, tokenizer: Any) -> AnswerTokens:
+    """Answer tokens of text programs that carry no answers: the model's own top-1 on each run.
+
+    Raises:
+        CausalTracingError: When the model predicts the same token for both (nothing to trace).
+    """
+    o, c = int(orig.argmax()), int(cf.argmax())
+    if o == c:
+        raise CausalTracingError(
+            f"text programs carry no answers and the model predicts {token_label(tokenizer, o)!r} for both; "
+            "pass Programs (or (text, answer) tuples) with different answers"
+        )
+    return AnswerTokens(
+        original_id=o,
+        counterfactual_id=c,
+        original_text=tokenizer.decode([o]),
+        counterfactual_text=tokenizer.decode([c]),
+        source="model",
+        note="text programs without answers: scored on the model's own top-1 tokens of the two runs",
+    )
