@@ -41,18 +41,16 @@ from debug.causal.architectures import Architecture, get_path, resolve_architect
 from debug.causal.forward import (
     SITES,
     answer_from_model,
-    cell_indices,
+    check_eval,
     forward_kwargs,
+    hidden_arg,
+    input_device,
     resolve_model,
+    site_path,
     unpatched_run,
 )
-from debug.causal.inputs import (
-    AnswerTokens,
-    CausalTracingError,
-    PairedInputs,
-    check_context,
-    prepare_inputs,
-)
+from debug.causal.inputs import AnswerTokens, CausalTracingError
+from debug.causal.plan import SweepPlan, check_site, plan_pair
 from debug.causal.result import SweepResult, UnpatchedRun, warn_if_unsolved
 
 __all__ = [
@@ -85,48 +83,14 @@ def _resolve_for_gradients(model: Any) -> Any:
     return resolve_model(model, "attribution patching (it needs gradients)")
 
 
-@dataclass
-class _Plan:
-    loaded: Any
-    arch: Architecture
-    site: str
-    pair: PairedInputs
-    layers: list[int]
-    positions: list[int]
-    heads: list[int] | None
-
-
 def _plan(
     model: Any, original: Any, counterfactual: Any, site: str, layers: Any, positions: Any, heads: Any
-) -> _Plan:
-    if site not in SITES:
-        raise CausalTracingError(f"unknown site {site!r}; choose one of {', '.join(SITES)}")
+) -> SweepPlan:
+    check_site(site)
     loaded = _resolve_for_gradients(model)
     arch = resolve_architecture(loaded.model)
-    if loaded.model.training:
-        raise CausalTracingError("the model is in training mode (dropout on); call model.eval() first")
-    pair = prepare_inputs(loaded.tokenizer, original, counterfactual)
-    seq_len = int(pair.original_ids.shape[0])
-    check_context(loaded, seq_len, "the original program (with any teacher-forced answer prefix)")
-    n_layers = arch.num_layers + (1 if site == "residual_stream" else 0)
-    # Default layers are the decoder layers, as in the exact sweep; the final residual is asked for by index.
-    return _Plan(
-        loaded=loaded,
-        arch=arch,
-        site=site,
-        pair=pair,
-        layers=cell_indices(layers, n_layers, "layer")
-        if layers is not None
-        else list(range(arch.num_layers)),
-        positions=cell_indices(positions, seq_len, "position"),
-        heads=cell_indices(heads, arch.num_heads, "head") if site == "attention_heads" else None,
-    )
-
-
-def _module(model: torch.nn.Module, arch: Architecture, site: str, layer: int) -> torch.nn.Module:
-    if site == "residual_stream":
-        return get_path(model, arch.spec.final_norm if layer == arch.num_layers else arch.layer_path(layer))
-    return get_path(model, arch.mlp_path(layer) if site == "mlp" else arch.attn_out_path(layer))
+    check_eval(loaded.model)
+    return plan_pair(loaded, arch, original, counterfactual, site, layers, positions, heads)
 
 
 def _capture(
@@ -135,7 +99,7 @@ def _capture(
     """Hooks that put each layer's site activation (`[batch, seq, width]`, in the graph) into `store`."""
     handles = []
     for layer in layers:
-        module = _module(model, arch, site, layer)
+        module = get_path(model, site_path(arch, site, layer))
         if site == "mlp":
 
             def post(_m: Any, _args: Any, out: Any, layer: int = layer) -> None:
@@ -145,7 +109,7 @@ def _capture(
         else:
 
             def pre(_m: Any, args: tuple, kwargs: dict, layer: int = layer) -> None:
-                store[layer] = args[0] if args else kwargs["hidden_states"]
+                store[layer] = hidden_arg(args, kwargs)
 
             handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
     return handles
@@ -190,7 +154,7 @@ def attribution_sweep(
     started = time.perf_counter()
     plan = _plan(model, original, counterfactual, site, layers, positions, heads)
     hf, tokenizer, arch = plan.loaded.model, plan.loaded.tokenizer, plan.arch
-    device = hf.get_input_embeddings().weight.device
+    device = input_device(hf)
     kwargs = forward_kwargs(hf)
 
     cf_acts: dict[int, torch.Tensor] = {}
@@ -238,7 +202,7 @@ def attribution_sweep(
 
 
 def _result(
-    plan: _Plan,
+    plan: SweepPlan,
     answer: AnswerTokens,
     runs: tuple[UnpatchedRun, UnpatchedRun],
     estimate: np.ndarray,

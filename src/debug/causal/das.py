@@ -41,11 +41,16 @@ import torch
 
 from debug._util.jsonable import jsonable
 from debug.causal.architectures import get_path, resolve_architecture
-from debug.causal.engine import _device
-from debug.causal.forward import forward_kwargs, resolve_model
+from debug.causal.forward import (
+    check_eval,
+    forward_kwargs,
+    hidden_arg,
+    input_device,
+    resolve_model,
+    site_path,
+)
 from debug.causal.inputs import CausalTracingError, as_pair, check_context, prepare_inputs
 from debug.causal.knockout import resolve_positions
-from debug.causal.lens import _hidden_arg, check_eval
 from debug.causal.plots import _pyplot
 
 __all__ = ["DAS_DEFINITIONS", "DASResult", "das", "das_by_layer", "plot_das"]
@@ -160,16 +165,11 @@ class _Batch:
     ld_cf: Any  # [n]
 
 
-def _site_module(model: Any, arch: Any, layer: int) -> Any:
-
-    return get_path(model, arch.spec.final_norm if layer == arch.num_layers else arch.layer_path(layer))
-
-
 def _replace_hook(rows_pos: Any, values: Any) -> Any:
     """A forward pre-hook setting hidden[row, pos[row]] = values[row] (differentiably)."""
 
     def pre(module: Any, args: tuple, kwargs: dict) -> tuple:
-        hidden = _hidden_arg(args, kwargs)
+        hidden = hidden_arg(args, kwargs)
         rows = range(hidden.shape[0])
         mask = hidden.new_zeros(hidden.shape[:2])
         mask[list(rows), rows_pos] = 1.0
@@ -184,10 +184,10 @@ def _replace_hook(rows_pos: Any, values: Any) -> Any:
 def _run(model: Any, arch: Any, layer: int, ids: Any, positions: list[int], values: Any) -> Any:
     """`[n, vocab]` last-position logits of `ids`, the layer-`layer` input at `positions` set to `values`."""
 
-    module = _site_module(model, arch, layer)
+    module = get_path(model, site_path(arch, "residual_stream", layer))
     handle = module.register_forward_pre_hook(_replace_hook(positions, values), with_kwargs=True)
     try:
-        return model(input_ids=ids.to(_device(model)), **forward_kwargs(model)).logits[:, -1].float()
+        return model(input_ids=ids.to(input_device(model)), **forward_kwargs(model)).logits[:, -1].float()
     finally:
         handle.remove()
 
@@ -205,12 +205,12 @@ def _cache(model: Any, arch: Any, layer: int, pairs: list[Any], positions: list[
     orig = torch.stack([p.original_ids for p in pairs])
     cf = torch.stack([p.counterfactual_ids for p in pairs])
     box: list[Any] = []
-    handle = _site_module(model, arch, layer).register_forward_pre_hook(
-        lambda m, a, k: box.append(_hidden_arg(a, k).detach().clone()), with_kwargs=True
+    handle = get_path(model, site_path(arch, "residual_stream", layer)).register_forward_pre_hook(
+        lambda m, a, k: box.append(hidden_arg(a, k).detach().clone()), with_kwargs=True
     )
     try:
         with torch.no_grad():
-            logits = model(input_ids=torch.cat([orig, cf]).to(_device(model)), **forward_kwargs(model))
+            logits = model(input_ids=torch.cat([orig, cf]).to(input_device(model)), **forward_kwargs(model))
             logits = logits.logits[:, -1].float()
     finally:
         handle.remove()

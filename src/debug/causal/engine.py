@@ -17,10 +17,10 @@ Speed: the counterfactual's activations come from one forward; then each chunk o
 one row per cell, keeping only the last position's logits. A cell never gets its own trace. `sweep_pairs`
 does the same for many pairs at once: rows are (pair, cell), so pairs of equal token length share forwards.
 
-`sweep` is `sweep_pairs` over one pair. It runs as named steps: `_plan` (check and encode each pair, no
-forward), `_blocks` (group pairs by token length into blocks of about `batch_size` rows), then per block
-`_cache_block` (the counterfactual cache run), `_use_prefix` (optional prefix key/value cache and row order),
-`_patch_block` (the patched forwards) and `_result`.
+`sweep` is `sweep_pairs` over one pair. It runs as named steps: `plan_pair` (`debug.causal.plan`: check and
+encode each pair, no forward), `_blocks` (group pairs by token length into blocks of about `batch_size`
+rows), then per block `_cache_block` (the counterfactual cache run), `_use_prefix` (optional prefix
+key/value cache and row order), `_patch_block` (the patched forwards) and `_result`.
 """
 
 from __future__ import annotations
@@ -41,18 +41,15 @@ from debug.causal.attribution import AttributionCheck, run_method
 from debug.causal.forward import (
     SITES,
     answer_from_model,
-    cell_indices,
+    check_eval,
     forward_kwargs,
+    input_device,
     resolve_model,
+    site_path,
     unpatched_run,
 )
-from debug.causal.inputs import (
-    AnswerTokens,
-    CausalTracingError,
-    PairedInputs,
-    check_context,
-    prepare_inputs,
-)
+from debug.causal.inputs import AnswerTokens, CausalTracingError, PairedInputs
+from debug.causal.plan import SweepPlan, check_site, plan_pair
 from debug.causal.result import SweepResult, UnpatchedRun, warn_if_unsolved
 
 __all__ = [
@@ -78,29 +75,15 @@ METRICS = (
 )
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    # Input ids go where the embeddings are (accelerate may spread layers over devices).
-    return model.get_input_embeddings().weight.device
-
-
 def auto_batch_size(model: torch.nn.Module, arch: Architecture, seq_len: int) -> int:
     """Rows per patched forward: a quarter of free GPU memory, or 1 GiB on CPU, over a rough per-row cost."""
-    device = _device(model)
+    device = input_device(model)
     elem = next(model.parameters()).element_size()
     inter = int(getattr(model.config, "intermediate_size", None) or 4 * arch.hidden_size)
     # Activations alive at once per row: a few residual-width tensors, the MLP's wide ones, attention scores.
     per_row = seq_len * (8 * arch.hidden_size + 3 * inter + arch.num_heads * seq_len) * elem
     budget = torch.cuda.mem_get_info(device)[0] // 4 if device.type == "cuda" else 1 << 30
     return int(max(1, min(1024, budget // max(per_row, 1))))
-
-
-def _site_envoy(nn: Any, arch: Architecture, site: str, layer: int) -> Any:
-    if site == "residual_stream":
-        path = arch.spec.final_norm if layer == arch.num_layers else arch.layer_path(layer)
-        return get_path(nn, path)
-    if site == "mlp":
-        return get_path(nn, arch.mlp_path(layer))
-    return get_path(nn, arch.attn_out_path(layer))
 
 
 def _read(envoy: Any, site: str) -> torch.Tensor:
@@ -136,12 +119,12 @@ def cache_counterfactual(
 
     many = not isinstance(pair, PairedInputs)
     items = list(pair) if many else [pair]
-    device = _device(nn._module)
+    device = input_device(nn._module)
     batch = torch.stack([ids for p in items for ids in (p.original_ids, p.counterfactual_ids)]).to(device)
     with torch.no_grad(), nn.trace(input_ids=batch, **kwargs):
         acts = nnsight.save([])
         for layer in layers:  # forward order
-            acts.append(_read(_site_envoy(nn, arch, site, layer), site)[1::2].clone())
+            acts.append(_read(get_path(nn, site_path(arch, site, layer)), site)[1::2].clone())
         logits = nnsight.save(nn.output.logits[:, -1].float())
     cache = {}
     for layer, act in zip(layers, acts):
@@ -176,7 +159,7 @@ def _patched_logits(
     import nnsight  # deferred: nnsight (and its torch extensions) cost seconds to import
 
     start, extra = prefix if prefix is not None else (0, {})
-    batch = input_ids[cells[:, 0], start:].to(_device(nn._module))
+    batch = input_ids[cells[:, 0], start:].to(input_device(nn._module))
     groups = []
     for layer in torch.unique(cells[:, 2]).tolist():  # ascending: modules are touched in forward order
         idx = torch.nonzero(cells[:, 2] == layer).flatten()
@@ -186,7 +169,7 @@ def _patched_logits(
         groups.append((layer, *(t.to(device) for t in (idx, pos - start, head, value))))
     with torch.no_grad(), nn.trace(input_ids=batch, **{**kwargs, **extra}):
         for layer, idx, pos, head, value in groups:
-            act = _read(_site_envoy(nn, arch, site, layer), site)
+            act = _read(get_path(nn, site_path(arch, site, layer)), site)
             if site == "attention_heads":
                 per_head = act.view(*act.shape[:2], arch.num_heads, arch.head_dim)
                 per_head[idx, pos, head] = value
@@ -201,7 +184,7 @@ def _original_kv(model: torch.nn.Module, input_ids: torch.Tensor) -> tuple[str, 
     params = inspect.signature(model.forward).parameters
     name = "cache" if "cache" in params else "past_key_values"
     with torch.no_grad():
-        out = model(input_ids=input_ids.to(_device(model)), use_cache=True)
+        out = model(input_ids=input_ids.to(input_device(model)), use_cache=True)
     kv = out.get("cache") or out.get("past_key_values")
     if kv is None or not hasattr(kv, "crop") or not hasattr(kv, "batch_select_indices"):
         raise CausalTracingError(
@@ -231,67 +214,6 @@ def _device_of_kv(kv: Any) -> torch.device:
     layers = getattr(kv, "layers", None)
     keys = getattr(layers[0], "keys", None) if layers else None
     return keys.device if keys is not None else torch.device("cpu")
-
-
-@dataclass
-class _Plan:
-    """What a sweep knows about one pair before its first forward: the encoded pair and the cell axes."""
-
-    loaded: Any
-    arch: Architecture
-    site: str
-    pair: PairedInputs
-    layers: list[int]
-    positions: list[int]
-    heads: list[int] | None
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.pair.original_ids.shape[0])
-
-    @property
-    def axes(self) -> list[list[int]]:
-        return [self.layers, self.positions] + ([self.heads] if self.heads is not None else [])
-
-    def grid(self) -> torch.Tensor:
-        """`[cells, 2 or 3]` (layer, position[, head]), layer-major: the order of the result's flat arrays."""
-        axes = [torch.tensor(a) for a in self.axes]
-        return torch.cartesian_prod(*axes).reshape(-1, len(axes))
-
-
-def _check_site(site: str) -> None:
-    if site not in SITES:
-        raise CausalTracingError(f"unknown site {site!r}; choose one of {', '.join(SITES)}")
-
-
-def _plan(
-    loaded: Any,
-    arch: Architecture,
-    original: Any,
-    counterfactual: Any,
-    site: str,
-    layers: Any,
-    positions: Any,
-    heads: Any,
-) -> _Plan:
-    """Encode and check one pair and its cell axes; runs no forward."""
-    pair = prepare_inputs(loaded.tokenizer, original, counterfactual)
-    seq_len = int(pair.original_ids.shape[0])
-    check_context(loaded, seq_len, "the original program (with any teacher-forced answer prefix)")
-    max_layer = arch.num_layers + (1 if site == "residual_stream" else 0)
-    return _Plan(
-        loaded=loaded,
-        arch=arch,
-        site=site,
-        pair=pair,
-        layers=cell_indices(layers, max_layer, "layer", range(arch.num_layers)),
-        positions=cell_indices(positions, seq_len, "position", range(seq_len)),
-        heads=(
-            cell_indices(heads, arch.num_heads, "head", range(arch.num_heads))
-            if site == "attention_heads"
-            else None
-        ),
-    )
 
 
 def _per_pair_positions(positions: Any, n_pairs: int) -> list[Any]:
@@ -329,7 +251,7 @@ class _Block:
         return range(0, self.rows.shape[0], self.size)
 
 
-def _blocks(plans: list[_Plan], batch_size: int | None) -> list[_Block]:
+def _blocks(plans: list[SweepPlan], batch_size: int | None) -> list[_Block]:
     """Group pairs by token length, then cut each group into blocks of about one chunk's worth of cells.
 
     A block holds whole pairs: consecutive pairs of the group until their cells fill `batch_size` rows, so
@@ -356,7 +278,7 @@ def _blocks(plans: list[_Plan], batch_size: int | None) -> list[_Block]:
     return blocks
 
 
-def _block(plans: list[_Plan], members: list[int], size: int) -> _Block:
+def _block(plans: list[SweepPlan], members: list[int], size: int) -> _Block:
     parts = []
     for k, i in enumerate(members):
         grid = plans[i].grid()
@@ -366,10 +288,12 @@ def _block(plans: list[_Plan], members: list[int], size: int) -> _Block:
     return _Block(members, rows, size, torch.arange(rows.shape[0]))
 
 
-def _use_prefix(block: _Block, plans: list[_Plan], batch_size: int | None, reuse_prefix: bool | None) -> None:
+def _use_prefix(
+    block: _Block, plans: list[SweepPlan], batch_size: int | None, reuse_prefix: bool | None
+) -> None:
     """Fetch the block's original key/value cache and order its rows by position, when prefix reuse is on."""
     hf = plans[block.members[0]].loaded.model
-    if not (reuse_prefix or (reuse_prefix is None and _device(hf).type == "cpu")):
+    if not (reuse_prefix or (reuse_prefix is None and input_device(hf).type == "cpu")):
         return
     ids = torch.stack([plans[i].pair.original_ids for i in block.members])
     try:
@@ -387,7 +311,7 @@ def _use_prefix(block: _Block, plans: list[_Plan], batch_size: int | None, reuse
 
 
 def _cache_block(
-    nn: Any, plans: list[_Plan], block: _Block, kwargs: dict[str, Any]
+    nn: Any, plans: list[SweepPlan], block: _Block, kwargs: dict[str, Any]
 ) -> tuple[dict[int, torch.Tensor], torch.Tensor, int]:
     """The counterfactual activations and unpatched logits of the block's pairs, `size // 2` pairs a forward.
 
@@ -411,7 +335,7 @@ def _cache_block(
 
 
 def _patch_block(
-    plans: list[_Plan],
+    plans: list[SweepPlan],
     nn: Any,
     block: _Block,
     cache: dict[int, torch.Tensor],
@@ -453,7 +377,7 @@ def _patch_block(
 
 
 def _result(
-    plan: _Plan,
+    plan: SweepPlan,
     answer: AnswerTokens,
     runs: tuple[UnpatchedRun, UnpatchedRun],
     effects: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -548,14 +472,13 @@ def sweep_pairs(
     """
     import nnsight  # deferred: nnsight (and its torch extensions) cost seconds to import
 
-    _check_site(site)
+    check_site(site)
     loaded = resolve_model(model)
     arch = resolve_architecture(loaded.model)
-    if loaded.model.training:
-        raise CausalTracingError("the model is in training mode (dropout on); call model.eval() first")
+    check_eval(loaded.model)
     pairs = list(pairs)
     plans = [
-        _plan(loaded, arch, original, counterfactual, site, layers, where, heads)
+        plan_pair(loaded, arch, original, counterfactual, site, layers, where, heads)
         for (original, counterfactual), where in zip(pairs, _per_pair_positions(positions, len(pairs)))
     ]
     nn = nnsight.NNsight(loaded.model)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from debug.causal.architectures import Architecture
 from debug.causal.inputs import AnswerTokens, CausalTracingError, token_label
 from debug.causal.result import UnpatchedRun
 from debug.models import load, require_weights
@@ -48,6 +49,31 @@ def resolve_model(model: Any, purpose: str = "a patching sweep") -> Any:
         f"model must be a model id or a debug.models.LoadedModel; got {type(model).__name__} "
         "(wrap a transformers model as LoadedModel(model, tokenizer, model_id, fingerprint))"
     )
+
+
+def check_eval(model: torch.nn.Module) -> None:
+    """Refuse a model in training mode: dropout would make identical inputs show effects."""
+    if model.training:
+        raise CausalTracingError("the model is in training mode (dropout on); call model.eval() first")
+
+
+def input_device(model: torch.nn.Module) -> torch.device:
+    """Where input ids go: the embeddings' device (accelerate may spread the layers over devices)."""
+    return model.get_input_embeddings().weight.device
+
+
+def site_path(arch: Architecture, site: str, layer: int) -> str:
+    """The dotted path of the module whose input (output for "mlp") is `site` at `layer` (see `SITES`)."""
+    if site == "residual_stream":
+        return arch.spec.final_norm if layer == arch.num_layers else arch.layer_path(layer)
+    if site == "mlp":
+        return arch.mlp_path(layer)
+    return arch.attn_out_path(layer)
+
+
+def hidden_arg(args: tuple, kwargs: dict) -> Any:
+    """The hidden states a forward pre-hook sees: decoder layers and norms take them first, or by name."""
+    return args[0] if args else kwargs["hidden_states"]
 
 
 def forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:

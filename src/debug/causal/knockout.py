@@ -33,8 +33,7 @@ import torch
 
 from debug._util.jsonable import jsonable
 from debug.causal.architectures import get_path, resolve_architecture
-from debug.causal.engine import _device
-from debug.causal.forward import forward_kwargs, resolve_model, unpatched_run
+from debug.causal.forward import check_eval, forward_kwargs, input_device, resolve_model, unpatched_run
 from debug.causal.inputs import (
     AnswerTokens,
     CausalTracingError,
@@ -48,7 +47,6 @@ from debug.causal.inputs import (
     token_label,
     token_targets,
 )
-from debug.causal.lens import check_eval
 from debug.causal.plots import _pyplot
 
 __all__ = [
@@ -290,7 +288,7 @@ def knocked_logits(
 ) -> Any:
     """`[rows, vocab]` logits of one forward; row i cuts `blocked` (`[seq, seq]`) at `layer_sets[i]`."""
 
-    device = _device(model)
+    device = input_device(model)
     rows, seq = len(layer_sets), int(input_ids.shape[0])
     causal = torch.ones(seq, seq, dtype=torch.bool, device=device).tril()
     dtype = next(model.parameters()).dtype

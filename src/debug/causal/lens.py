@@ -23,7 +23,7 @@ import torch
 
 from debug._util.jsonable import jsonable
 from debug.causal.architectures import get_path, resolve_architecture
-from debug.causal.engine import _device, forward_kwargs, resolve_model
+from debug.causal.forward import check_eval, forward_kwargs, hidden_arg, input_device, resolve_model
 from debug.causal.inputs import (
     CausalTracingError,
     as_text_and_answer,
@@ -162,11 +162,6 @@ class LensResult:
         }
 
 
-def _hidden_arg(args: tuple, kwargs: dict) -> Any:
-    # Decoder layers and norms take the hidden states first, positionally or by name.
-    return args[0] if args else kwargs["hidden_states"]
-
-
 def residual_streams(model: Any, arch: Any, input_ids: Any, position: int = -1) -> Any:
     """`[num_layers + 1, hidden]` residual stream at `position`: each layer's input, then the final norm's.
 
@@ -178,23 +173,17 @@ def residual_streams(model: Any, arch: Any, input_ids: Any, position: int = -1) 
     modules.append(get_path(model, arch.spec.final_norm))
     handles = [
         module.register_forward_pre_hook(
-            lambda m, a, k: box.append(_hidden_arg(a, k)[0, position].detach().clone()), with_kwargs=True
+            lambda m, a, k: box.append(hidden_arg(a, k)[0, position].detach().clone()), with_kwargs=True
         )
         for module in modules
     ]
     try:
         with torch.no_grad():
-            model(input_ids=input_ids.to(_device(model))[None], **forward_kwargs(model))
+            model(input_ids=input_ids.to(input_device(model))[None], **forward_kwargs(model))
     finally:
         for handle in handles:
             handle.remove()
     return torch.stack(box)
-
-
-def check_eval(model: Any) -> None:
-    """Refuse a model in training mode: dropout would make identical inputs show effects."""
-    if model.training:
-        raise CausalTracingError("the model is in training mode (dropout on); call model.eval() first")
 
 
 def _encode_program(tokenizer: Any, program: Any) -> tuple[list[int], int, str, str]:

@@ -31,10 +31,15 @@ import torch
 
 from debug._util.jsonable import jsonable
 from debug.causal.architectures import get_path, resolve_architecture
-from debug.causal.engine import _device
-from debug.causal.forward import forward_kwargs, resolve_model, unpatched_run
+from debug.causal.forward import (
+    check_eval,
+    forward_kwargs,
+    hidden_arg,
+    input_device,
+    resolve_model,
+    unpatched_run,
+)
 from debug.causal.inputs import CausalTracingError, as_pair, check_context, prepare_inputs
-from debug.causal.lens import _hidden_arg, check_eval
 from debug.causal.plots import _pyplot
 
 __all__ = ["PATH_DEFINITIONS", "PathPatchResult", "path_patch", "path_patch_heads", "plot_path_patching"]
@@ -180,17 +185,17 @@ def _cache(model: Any, arch: Any, pair: Any) -> tuple[dict[str, Any], Any]:
         mlp = get_path(model, arch.mlp_path(layer))
         handles.append(
             out_proj.register_forward_pre_hook(
-                lambda m, a, k: store["heads"].append(_hidden_arg(a, k).detach().clone()), with_kwargs=True
+                lambda m, a, k: store["heads"].append(hidden_arg(a, k).detach().clone()), with_kwargs=True
             )
         )
         handles.append(mlp.register_forward_hook(lambda m, a, out: store["mlp"].append(out.detach().clone())))
     norm = get_path(model, arch.spec.final_norm)
     handles.append(
         norm.register_forward_pre_hook(
-            lambda m, a, k: store.__setitem__("final", _hidden_arg(a, k).detach().clone()), with_kwargs=True
+            lambda m, a, k: store.__setitem__("final", hidden_arg(a, k).detach().clone()), with_kwargs=True
         )
     )
-    batch = torch.stack([pair.original_ids, pair.counterfactual_ids]).to(_device(model))
+    batch = torch.stack([pair.original_ids, pair.counterfactual_ids]).to(input_device(model))
     try:
         with torch.no_grad():
             logits = model(input_ids=batch, **forward_kwargs(model)).logits[:, -1].float()
@@ -206,7 +211,7 @@ def _path_logits(
     """`[rows, vocab]` logits of the two-step path patch, row i = (senders[i], receivers[i])."""
 
     rows, hd, heads = len(senders), arch.head_dim, arch.num_heads
-    device = _device(model)
+    device = input_device(model)
     ids = pair.original_ids.to(device)[None].expand(rows, -1)
     recorded: dict[int, Any] = {}
     final_a: dict[str, Any] = {}
@@ -214,7 +219,7 @@ def _path_logits(
 
     def freeze_heads(layer: int) -> Any:
         def pre(module: Any, args: tuple, kwargs: dict) -> tuple:
-            x = _hidden_arg(args, kwargs)
+            x = hidden_arg(args, kwargs)
             recorded[layer] = x.detach().clone().view(rows, x.shape[1], heads, hd)
             frozen = store["heads"][layer][0].expand(rows, -1, -1).clone().view(rows, x.shape[1], heads, hd)
             for row, (s_layer, s_head) in enumerate(senders):
@@ -240,7 +245,7 @@ def _path_logits(
     norm = get_path(model, arch.spec.final_norm)
     handles.append(
         norm.register_forward_pre_hook(
-            lambda m, a, k: final_a.__setitem__("x", _hidden_arg(a, k).detach().clone()), with_kwargs=True
+            lambda m, a, k: final_a.__setitem__("x", hidden_arg(a, k).detach().clone()), with_kwargs=True
         )
     )
     try:
@@ -262,7 +267,7 @@ def _path_logits(
 
     def put_receivers(layer: int) -> Any:
         def pre(module: Any, args: tuple, kwargs: dict) -> tuple:
-            x = _hidden_arg(args, kwargs)
+            x = hidden_arg(args, kwargs)
             value = x.clone().view(rows, x.shape[1], heads, hd)
             for row, head in by_layer[layer]:
                 value[row, :, head] = recorded[layer][row, :, head]
@@ -272,7 +277,7 @@ def _path_logits(
         return pre
 
     def add_direct(module: Any, args: tuple, kwargs: dict) -> tuple:
-        x = _hidden_arg(args, kwargs)
+        x = hidden_arg(args, kwargs)
         value = x + delta_final * direct[:, None, None].to(x.dtype)
         return ((value, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": value})
 
