@@ -84,6 +84,16 @@ class DebugOptions:
 def addoption(parser: pytest.Parser) -> None:
     """Register the plugin's command-line options and ini keys."""
     group = parser.getgroup("debug", "debug: language-model code-tracing evals")
+    _add_model_options(group)
+    _add_program_options(group)
+    _add_verdict_options(group)
+    parser.addini(
+        "debug_gates", type="linelist", default=[], help="gates applied to every run (same grammar as --gate)"
+    )
+
+
+def _add_model_options(group: pytest.OptionGroup) -> None:
+    """Which models run, where they are placed and how they are prompted."""
     group.addoption(
         "--model",
         action="append",
@@ -93,6 +103,44 @@ def addoption(parser: pytest.Parser) -> None:
         "openai:NAME@http://HOST:PORT/v1 (base URL from $OPENAI_BASE_URL without @...) "
         "(default: debug.DEFAULT_MODEL)",
     )
+    group.addoption(
+        "--devices",
+        default=None,
+        metavar="LIST",
+        help="devices the xdist workers take in turn, e.g. cuda:0,cuda:1 (default: worker gwK on "
+        "cuda:K mod the visible GPUs; without GPUs auto)",
+    )
+    group.addoption(
+        "--max-memory",
+        default=None,
+        metavar="MAP",
+        help="load each model with device_map=auto within these budgets, e.g. 0=20GiB,1=20GiB "
+        "(a model larger than one GPU)",
+    )
+    group.addoption(
+        "--max-concurrency",
+        default="8",
+        metavar="N",
+        help="requests in flight to each served (openai:) model (default 8)",
+    )
+    group.addoption(
+        "--chat-template",
+        action="store_true",
+        default=False,
+        help="render each prompt as one user message through the model's own chat template "
+        "(served models: /v1/chat/completions)",
+    )
+    group.addoption(
+        "--chat-template-kwargs",
+        default=None,
+        metavar="JSON",
+        help="""arguments of the chat template as a JSON object, e.g. '{"enable_thinking": false}' """
+        "(needs --chat-template)",
+    )
+
+
+def _add_program_options(group: pytest.OptionGroup) -> None:
+    """The programs of each case and how their answers are scored."""
     group.addoption(
         "--num-seqs", default=None, metavar="N", help=f"programs per case (default {EVAL_NUM_SEQS})"
     )
@@ -108,6 +156,25 @@ def addoption(parser: pytest.Parser) -> None:
         metavar="SEED",
         help="base seed of the generated programs (default 0; keep it for comparable runs)",
     )
+    group.addoption(
+        "--prompt-form",
+        default="auto",
+        choices=PROMPT_FORMS,
+        help="which tasks each family measures: query (the raw program ending in '#<var>:'), instruction "
+        "(the worded templates) or auto (default: query for embedded:* models, instruction for the rest); "
+        "tasks with no form (variable binding) run in all",
+    )
+    group.addoption("--batch-size", default=None, metavar="N", help="scoring batch size (default: scorer's)")
+    group.addoption(
+        "--max-new-tokens", default=None, metavar="N", help="generation budget per answer (default: scorer's)"
+    )
+    group.addoption(
+        "--no-cache", action="store_true", default=False, help="ignore and do not write the answer cache"
+    )
+
+
+def _add_verdict_options(group: pytest.OptionGroup) -> None:
+    """Where runs are written, what they are compared with and the gates that fail them."""
     group.addoption(
         "--report-dir",
         default="reports",
@@ -154,58 +221,6 @@ def addoption(parser: pytest.Parser) -> None:
         default=[],
         metavar="EXPR",
         help='gate "[SELECTOR:]METRIC>=VALUE" or "<=" (repeatable; also [tool.debug] gates)',
-    )
-    group.addoption(
-        "--no-cache", action="store_true", default=False, help="ignore and do not write the answer cache"
-    )
-    group.addoption("--batch-size", default=None, metavar="N", help="scoring batch size (default: scorer's)")
-    group.addoption(
-        "--max-new-tokens", default=None, metavar="N", help="generation budget per answer (default: scorer's)"
-    )
-    group.addoption(
-        "--prompt-form",
-        default="auto",
-        choices=PROMPT_FORMS,
-        help="which tasks each family measures: query (the raw program ending in '#<var>:'), instruction "
-        "(the worded templates) or auto (default: query for embedded:* models, instruction for the rest); "
-        "tasks with no form (variable binding) run in all",
-    )
-    group.addoption(
-        "--max-concurrency",
-        default="8",
-        metavar="N",
-        help="requests in flight to each served (openai:) model (default 8)",
-    )
-    group.addoption(
-        "--chat-template",
-        action="store_true",
-        default=False,
-        help="render each prompt as one user message through the model's own chat template "
-        "(served models: /v1/chat/completions)",
-    )
-    group.addoption(
-        "--chat-template-kwargs",
-        default=None,
-        metavar="JSON",
-        help="""arguments of the chat template as a JSON object, e.g. '{"enable_thinking": false}' """
-        "(needs --chat-template)",
-    )
-    group.addoption(
-        "--devices",
-        default=None,
-        metavar="LIST",
-        help="devices the xdist workers take in turn, e.g. cuda:0,cuda:1 (default: worker gwK on "
-        "cuda:K mod the visible GPUs; without GPUs auto)",
-    )
-    group.addoption(
-        "--max-memory",
-        default=None,
-        metavar="MAP",
-        help="load each model with device_map=auto within these budgets, e.g. 0=20GiB,1=20GiB "
-        "(a model larger than one GPU)",
-    )
-    parser.addini(
-        "debug_gates", type="linelist", default=[], help="gates applied to every run (same grammar as --gate)"
     )
 
 
