@@ -44,11 +44,27 @@ def resolve_model(model: Any, purpose: str = "a patching sweep") -> Any:
     if isinstance(model, str):
         return require_weights(load(model), purpose)
     if hasattr(model, "model") and hasattr(model, "tokenizer"):
+        check_not_tensor_parallel(model.model, purpose)
         return model
     raise CausalTracingError(
         f"model must be a model id or a debug.models.LoadedModel; got {type(model).__name__} "
         "(wrap a transformers model as LoadedModel(model, tokenizer, model_id, fingerprint))"
     )
+
+
+def check_not_tensor_parallel(model: torch.nn.Module, purpose: str) -> None:
+    """Refuse a model sharded by transformers' tensor parallelism (`tp_plan="auto"` under torchrun).
+
+    Measured with nnsight 0.8.1 and transformers 5.24: `nnsight.NNsight` over a sharded model fails inside
+    the embedding (a plain input tensor meets DTensor weights), and nnsight's `TransformersModel` fails to
+    import a private transformers helper (`_get_parameter_plan`). Behavioural scoring of such a model works
+    (plain forwards); patching it would fail deep in the first trace, so it is refused here in one line.
+    """
+    if int(getattr(model, "tp_size", None) or 1) > 1:
+        raise CausalTracingError(
+            f"{purpose} cannot trace a tensor-parallel model (tp_plan) with this nnsight; load it with "
+            'device_map="auto" (layers spread over the GPUs) instead'
+        )
 
 
 def check_eval(model: torch.nn.Module) -> None:
