@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from debug.causal.architectures import get_path, resolve_architecture
-from debug.causal.das import _random_basis, das, das_by_layer, plot_das
+from debug.causal.das import _permuted_labels, _random_basis, das, das_by_layer, plot_das
 from debug.causal.inputs import CausalTracingError
 from debug.models import LoadedModel
 from debug.programs import Program
@@ -138,6 +138,29 @@ def test_das_bad_input_fails_before_any_forward(loaded: LoadedModel, monkeypatch
     long = (Program("a=12\nb=a\n#b:", 12), Program("a=34\nb=a\n#b:", 34))
     with pytest.raises(CausalTracingError, match="same token length"):
         das(loaded, pairs + [long], 1, "final", 2)
+    same_cf = [(o, pairs[0][1]) for o, _ in pairs[1:3]]  # originals 1, 2; both counterfactual answers 3
+    with pytest.raises(CausalTracingError, match="label_control permutes the counterfactual answers"):
+        das(loaded, same_cf, 1, "final", 2, label_control=True)
+
+
+def test_permuted_labels_map_every_answer_to_another_one() -> None:
+    labels = torch.tensor([5, 5, 7, 9, 2, 7])
+    permuted = _permuted_labels(labels, seed=3)
+    mapping = dict(zip(labels.tolist(), permuted.tolist()))
+    assert all(a != b for a, b in mapping.items())  # no fixed points
+    assert sorted(mapping.values()) == sorted(mapping)  # a permutation of the same answers
+    assert [mapping[v] for v in labels.tolist()] == permuted.tolist()  # one mapping for every pair
+    assert torch.equal(_permuted_labels(labels, seed=3), permuted)
+
+
+def test_the_label_control_leaves_the_fit_unchanged(loaded: LoadedModel) -> None:
+    pairs = _pairs(8)
+    plain = das(loaded, pairs, 1, "final", 2, steps=3, lr=0.05)
+    controlled = das(loaded, pairs, 1, "final", 2, steps=3, lr=0.05, label_control=True)
+    assert controlled.metrics["das"] == plain.metrics["das"] and controlled.losses == plain.losses
+    control = controlled.metrics["permuted_labels"]
+    assert set(control) == {"iia_train", "iia"} and all(0 <= v <= 1 for v in control.values())
+    assert "permuted_labels" not in plain.metrics and "permuted" in controlled.definitions["references"]
 
 
 def test_debug_patch_method_das_saves_json_and_picture(tiny_qwen3_dir: Path, tmp_path: Path, capsys) -> None:

@@ -7,7 +7,16 @@ import json
 import numpy as np
 
 from debug.causal.inputs import AnswerTokens
-from debug.causal.result import SweepResult, UnpatchedRun
+from debug.causal.result import (
+    UNDEFINED_NORMALIZED,
+    Effects,
+    SweepResult,
+    UnpatchedRun,
+    array_json,
+    layer_label,
+    normalized_effect,
+    scored_rows,
+)
 
 
 def _result() -> SweepResult:
@@ -82,3 +91,35 @@ def test_an_estimated_result_keeps_iia_undefined_through_json() -> None:
     result.iia = np.full((2, 3), np.nan)
     again = SweepResult.from_dict(json.loads(json.dumps(result.to_dict(), allow_nan=False)))
     assert np.isnan(again.iia).all()
+
+
+def test_scored_rows_are_the_four_metrics_of_each_row() -> None:
+    import torch
+
+    logits = torch.tensor([[0.0, 2.0, 1.0], [0.0, 1.0, 3.0]])
+    answer = AnswerTokens(1, 2, "1", "2")
+    original, counterfactual = UnpatchedRun(-1.0, 0.2, 0.7, 1, "1"), UnpatchedRun(3.0, 0.8, 0.1, 2, "2")
+    notes: list[str] = []
+    rows = scored_rows(logits, answer, original, counterfactual, notes)
+    np.testing.assert_allclose(rows["logit_diff"], [-1.0, 2.0])
+    np.testing.assert_allclose(rows["normalized"], [0.0, 0.75])  # (LD + 1) / (3 + 1)
+    np.testing.assert_allclose(rows["prob_cf"], torch.softmax(logits, -1)[:, 2].numpy(), rtol=1e-6)
+    assert rows["iia"].tolist() == [False, True] and notes == []
+
+
+def test_an_undefined_normalization_is_nan_with_a_note() -> None:
+    run = UnpatchedRun(1.0, 0.5, 0.5, 1, "1")
+    notes: list[str] = []
+    assert np.isnan(normalized_effect(np.array([0.5, 2.0]), run, run, notes)).all()
+    assert notes == [UNDEFINED_NORMALIZED]
+
+
+def test_shared_json_helpers() -> None:
+    assert array_json(np.array([1.0, np.nan])) == [1.0, None] and array_json(None) is None
+    assert array_json(np.array([True, False])) == [1.0, 0.0]
+    assert [layer_label(layer, 2) for layer in range(3)] == ["0", "1", "final"]
+    result = _result()
+    assert isinstance(result, Effects) and result.metric("prob_cf") is result.prob_cf
+    shared = result.effects_json()
+    assert shared["answer"]["counterfactual_token_id"] == 8 and shared["targets"] == result.targets
+    assert set(shared) <= set(result.to_dict())

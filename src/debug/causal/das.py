@@ -11,7 +11,7 @@ run answer the counterfactual answer (Geiger et al. 2023, "Finding alignments be
 variables and distributed neural representations"). The model is frozen; only `W` trains, with Adam on the
 cross-entropy toward the counterfactual answer token, over the training pairs. `W` is kept orthonormal by
 `torch.nn.utils.parametrizations.orthogonal`. The result reports the interchange intervention accuracy (IIA:
-top-1 = cf answer) on held-out pairs, with the patching sweep's other metrics, beside two references:
+top-1 = cf answer) on held-out pairs, with the patching sweep's other metrics, beside references:
 
 * full-vector patching (`h = h_cf`, the sweep's residual-stream cell): what any subspace can at most reach
   when the whole vector carries the answer;
@@ -19,6 +19,10 @@ top-1 = cf answer) on held-out pairs, with the patching sweep's other metrics, b
   IIA by steering through directions the model does not use on its own (the "interpretability illusion",
   Makelov et al. 2023); a learned subspace that clearly beats the random one at small `dim`, on held-out
   pairs, is evidence and not proof. Read `dim` close to the hidden size as "the whole vector".
+* with `label_control=True`, a second control: a subspace of the same `dim` trained the same way toward
+  *permuted* labels (each cf answer mapped to another by a fixed permutation), a mapping the model does not
+  compute. If it reaches high held-out IIA too, the intervention can steer the model anywhere and a high
+  DAS IIA says little about how the model stores the value.
 
 pyvene (Stanford's DAS library) was checked on this setup (transformers 5.24, torch 2.13, nnsight 0.8.1):
 `pip install --dry-run pyvene` would install pyvene 0.1.8 without changing torch or transformers (it adds
@@ -52,6 +56,7 @@ from debug.causal.forward import (
 from debug.causal.inputs import CausalTracingError, as_pair, check_context, prepare_inputs
 from debug.causal.knockout import resolve_positions
 from debug.causal.plots import _pyplot
+from debug.causal.result import layer_label
 
 __all__ = ["DAS_DEFINITIONS", "DASResult", "das", "das_by_layer", "plot_das"]
 
@@ -72,7 +77,9 @@ DAS_DEFINITIONS: dict[str, str] = {
     ),
     "references": (
         "full_vector = h_cf patched whole (the sweep's residual cell); random_subspace = an untrained random "
-        "orthonormal basis of the same dim (a control against the interpretability illusion)"
+        "orthonormal basis of the same dim (a control against the interpretability illusion); "
+        "permuted_labels (with label_control) = a basis of the same dim trained toward the cf answers mapped "
+        "by a fixed permutation without fixed points, iia measured toward those labels"
     ),
 }
 
@@ -93,7 +100,8 @@ class DASResult:
         losses: Training loss per step.
         iia_train: IIA of the learned subspace on the training pairs.
         metrics: "das", "random_subspace", "full_vector" -> {"iia", "logit_diff", "normalized", "prob_cf"},
-            means over the held-out pairs.
+            means over the held-out pairs; with the label control also "permuted_labels" -> {"iia_train",
+            "iia"} (IIA toward the permuted labels on the training and the held-out pairs).
         basis: The learned orthonormal basis, `[dim, hidden]`.
         definitions: Site, intervention, direction, metrics and references, as sentences.
         model_id: The model's id.
@@ -291,6 +299,38 @@ def _random_basis(hidden: int, dim: int, seed: int) -> Any:
     return q.T.contiguous()  # [dim, hidden], orthonormal rows
 
 
+def _fit(
+    run: Any, train: Any, targets: Any, hidden: int, dim: int, steps: int, lr: float, seed: int, device: Any
+) -> tuple[Any, list[float]]:
+    """Train an orthonormal `[dim, hidden]` basis (Adam, cross-entropy toward `targets`); (basis, losses)."""
+    torch.manual_seed(seed)
+    projector = torch.nn.Linear(hidden, dim, bias=False).to(device=device, dtype=torch.float32)
+    torch.nn.utils.parametrizations.orthogonal(projector)
+    optimizer = torch.optim.Adam(projector.parameters(), lr=lr)
+    losses: list[float] = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        logits = run(train, projector.weight)
+        loss = torch.nn.functional.cross_entropy(logits, targets[train].to(logits.device))
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return projector.weight.detach().clone(), losses
+
+
+def _permuted_labels(labels: Any, seed: int) -> Any:
+    """`labels` with each distinct value mapped to another one: a seeded cyclic shift of a shuffled order."""
+    values = sorted(set(labels.tolist()))
+    order = torch.randperm(len(values), generator=torch.Generator().manual_seed(seed + 2)).tolist()
+    shuffled = [values[i] for i in order]
+    mapping = {a: b for a, b in zip(shuffled, shuffled[1:] + shuffled[:1])}  # a cycle: no fixed points
+    return torch.tensor([mapping[v] for v in labels.tolist()])
+
+
+def _target_iia(logits: Any, targets: Any) -> float:
+    return float((logits.argmax(-1).cpu() == targets).float().mean())
+
+
 def das(
     model: Any,
     pairs: Sequence[Any],
@@ -302,6 +342,7 @@ def das(
     lr: float = 1e-2,
     test_fraction: float = 0.25,
     seed: int = 0,
+    label_control: bool = False,
 ) -> DASResult:
     """Fit a `dim`-dimensional interchange subspace at (layer, position) and report its held-out IIA.
 
@@ -315,14 +356,21 @@ def das(
         steps: Adam steps (each over all training pairs at once).
         lr: Adam learning rate.
         test_fraction: Share of the pairs held out (at least one pair on each side).
-        seed: Seeds the split, the initial basis and the random control.
+        seed: Seeds the split, the initial basis, the random control and the label permutation.
+        label_control: Also fit a second subspace of the same `dim`, the same way, toward *permuted*
+            counterfactual labels (each cf answer token mapped to another one by a fixed seeded permutation
+            without fixed points): a function the model does not compute. Its train and held-out IIA toward
+            those labels go in `metrics["permuted_labels"]`; a subspace that reaches them too is evidence the
+            intervention is expressive enough to steer, not that the model stores the value there. Doubles
+            the training time.
 
     Returns:
         A `DASResult`.
 
     Raises:
         CausalTracingError: `dim` larger than the hidden size, too few pairs for a held-out split, a layer or
-            position the model / program does not have, pairs of different lengths (all before any forward).
+            position the model / program does not have, pairs of different lengths, a label control over
+            pairs with a single cf answer (all before any forward).
     """
 
     loaded = resolve_model(model)
@@ -331,17 +379,15 @@ def das(
     if steps < 0:
         raise CausalTracingError(f"steps {steps}: choose 0 or more training steps")
     encoded, positions, n_test = _prepare(loaded, arch, pairs, int(layer), position, int(dim), test_fraction)
+    if label_control and len({p.answer.counterfactual_id for p in encoded}) < 2:
+        raise CausalTracingError(
+            "label_control permutes the counterfactual answers, but every pair has the same one; "
+            "pass pairs with at least two different counterfactual answers"
+        )
     hf = loaded.model
     batch = _cache(hf, arch, int(layer), encoded, positions)
     train, test = _split(len(encoded), n_test, seed)
     device = batch.h_orig.device
-    torch.manual_seed(seed)
-    projector = torch.nn.Linear(arch.hidden_size, int(dim), bias=False).to(device=device, dtype=torch.float32)
-    torch.nn.utils.parametrizations.orthogonal(projector)
-    optimizer = torch.optim.Adam(projector.parameters(), lr=lr)
-    frozen = [p for p in hf.parameters() if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)  # only the basis trains; no gradients are kept for the model
 
     def run(rows: Any, basis: Any | None) -> Any:
         values = intervene(batch.h_orig[rows].float(), batch.h_cf[rows].float(), basis)
@@ -349,20 +395,18 @@ def das(
             hf, arch, int(layer), batch.original_ids[rows], [positions[i] for i in rows.tolist()], values
         )
 
-    losses: list[float] = []
+    frozen = [p for p in hf.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)  # only the basis trains; no gradients are kept for the model
     try:
-        for _ in range(steps):
-            optimizer.zero_grad()
-            logits = run(train, projector.weight)
-            loss = torch.nn.functional.cross_entropy(logits, batch.cf_answer[train].to(logits.device))
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
+        basis, losses = _fit(run, train, batch.cf_answer, arch.hidden_size, int(dim), steps, lr, seed, device)
+        if label_control:
+            permuted = _permuted_labels(batch.cf_answer, seed)
+            control_basis, _ = _fit(run, train, permuted, arch.hidden_size, int(dim), steps, lr, seed, device)
     finally:
         for p in frozen:
             p.requires_grad_(True)
     with torch.no_grad():
-        basis = projector.weight.detach().clone()
         iia_train = _metrics(run(train, basis), batch, train)["iia"]
         metrics = {
             "das": _metrics(run(test, basis), batch, test),
@@ -371,6 +415,11 @@ def das(
             ),
             "full_vector": _metrics(run(test, None), batch, test),
         }
+        if label_control:
+            metrics["permuted_labels"] = {
+                "iia_train": _target_iia(run(train, control_basis), permuted[train]),
+                "iia": _target_iia(run(test, control_basis), permuted[test]),
+            }
     notes = [encoded[0].answer.note]
     if len(test) < 10:
         notes.append(f"only {len(test)} held-out pairs: each IIA is a fraction of {len(test)}")
@@ -411,7 +460,7 @@ def plot_das(results: Sequence[DASResult], title: str = "") -> Any:
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(results) + 2), 3.8))
-    labels = ["final" if r.layer == r.num_layers else str(r.layer) for r in results]
+    labels = [layer_label(r.layer, r.num_layers) for r in results]
     x = np.arange(len(results))
     first = results[0]
     for key, label, style in (

@@ -25,13 +25,12 @@ answer. A single program (no counterfactual) gets P(answer) and its top-1 only; 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from debug._util.jsonable import jsonable
 from debug.causal.architectures import get_path, resolve_architecture
 from debug.causal.forward import check_eval, forward_kwargs, input_device, resolve_model, unpatched_run
 from debug.causal.inputs import (
@@ -48,6 +47,7 @@ from debug.causal.inputs import (
     token_targets,
 )
 from debug.causal.plots import _pyplot
+from debug.causal.result import METRICS_DEFINITION, Effects, array_json, effects_fields, scored_rows
 
 __all__ = [
     "KNOCKOUT_DEFINITIONS",
@@ -68,61 +68,42 @@ KNOCKOUT_DEFINITIONS: dict[str, str] = {
     ),
     "direction": "the original program runs with the knockout; nothing from the counterfactual is patched in",
     "metrics": (
-        "unclipped, at the answer position: LD = logit(cf) - logit(orig); normalized = "
-        "(LD - LD_orig)/(LD_cf - LD_orig); prob_cf = P(cf answer); iia = top-1 equals the cf answer; "
-        "prob_original = P(orig answer); "
-        "original_top1 = top-1 equals the orig answer"
+        f"{METRICS_DEFINITION}; prob_original = P(orig answer); original_top1 = top-1 equals the orig answer"
     ),
 }
 _MASKABLE = ("eager", "sdpa")
 
 
 @dataclass(repr=False)
-class KnockoutResult:
+class KnockoutResult(Effects):
     """Effects of attention knockouts on one program (pair), one row per knocked layer set.
+
+    The metrics (`[rows]`; LD, normalized and P(cf) NaN and IIA False without a counterfactual), the
+    unknocked runs (`original`; `counterfactual` None for a single program), answer, tokens, targets,
+    definitions, model id and notes are the `debug.causal.result.Effects` fields.
 
     Attributes:
         query_positions: Query positions whose attention was cut.
         key_positions: Key positions they could no longer read.
         layer_sets: Per row, the layers knocked (row order of every array).
         row_labels: A readable name per row.
-        num_layers: Decoder layers of the model.
-        tokens: Readable label of every input position.
-        targets: TokenAnalyzer positions ("ref depth k", "query", "final"), if any.
-        logit_diff: `[rows]` LD of the knocked runs (NaN without a counterfactual).
-        normalized: `[rows]` (LD - LD_orig) / (LD_cf - LD_orig) (NaN without a counterfactual).
-        prob_cf: `[rows]` P(cf answer) (NaN without a counterfactual).
-        iia: `[rows]` top-1 equals the cf answer (False without a counterfactual).
         prob_original: `[rows]` P(orig answer).
         original_top1: `[rows]` top-1 equals the orig answer.
         top1: `[rows]` readable top-1 token.
-        baseline: The unknocked original run (`UnpatchedRun`), and `counterfactual` the unknocked cf run.
-        answer: The scored answer tokens (`AnswerTokens`).
-        definitions: Intervention, direction and metric definitions, as sentences.
-        model_id: The model's id.
-        notes: Anything a reader should know.
     """
 
     query_positions: list[int]
     key_positions: list[int]
     layer_sets: list[list[int]]
     row_labels: list[str]
-    num_layers: int
-    tokens: list[str]
-    targets: dict[str, int]
-    logit_diff: np.ndarray
-    normalized: np.ndarray
-    prob_cf: np.ndarray
-    iia: np.ndarray
     prob_original: np.ndarray
     original_top1: np.ndarray
     top1: list[str]
-    baseline: Any
-    counterfactual: Any
-    answer: Any
-    definitions: dict[str, str] = field(default_factory=lambda: dict(KNOCKOUT_DEFINITIONS))
-    model_id: str = ""
-    notes: list[str] = field(default_factory=list)
+
+    @property
+    def baseline(self) -> Any:
+        """The unknocked original run (the same as `original`)."""
+        return self.original
 
     def __repr__(self) -> str:
         return (
@@ -132,35 +113,16 @@ class KnockoutResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN becomes null)."""
-
-        def arr(a: np.ndarray) -> Any:
-            return jsonable(a.astype(float).tolist())
-
         return {
             "method": "attention_knockout",
-            "model_id": self.model_id,
+            **self.effects_json(),
             "query_positions": self.query_positions,
             "key_positions": self.key_positions,
             "layer_sets": self.layer_sets,
             "row_labels": self.row_labels,
-            "num_layers": self.num_layers,
-            "tokens": self.tokens,
-            "targets": self.targets,
-            "answer": {
-                "original": self.answer.original_text,
-                "counterfactual": self.answer.counterfactual_text,
-            },
-            "baseline": jsonable(vars(self.baseline)),
-            "counterfactual": None if self.counterfactual is None else jsonable(vars(self.counterfactual)),
-            "logit_diff": arr(self.logit_diff),
-            "normalized": arr(self.normalized),
-            "prob_cf": arr(self.prob_cf),
-            "iia": arr(self.iia),
-            "prob_original": arr(self.prob_original),
-            "original_top1": arr(self.original_top1),
+            "prob_original": array_json(self.prob_original),
+            "original_top1": array_json(self.original_top1),
             "top1": self.top1,
-            "definitions": self.definitions,
-            "notes": self.notes,
         }
 
 
@@ -343,7 +305,7 @@ def knockout_by_layer(
         row_labels: Names of the rows (default: the layers, e.g. "L3" or "L0-15").
 
     Returns:
-        A `KnockoutResult` with one row per layer set (the unknocked run is `baseline`).
+        A `KnockoutResult` with one row per layer set (the unknocked run is `original`).
 
     Raises:
         CausalTracingError: Positions outside the prompt, unknown target labels, layers the model does not
@@ -381,47 +343,28 @@ def knockout_by_layer(
     if not single:
         cf_logits = knocked_logits(loaded.model, arch, pair.counterfactual_ids, [[]], blocked)[0]
     answer = pair.answer
-    baseline = unpatched_run(logits[0], answer, tokenizer)
+    original = unpatched_run(logits[0], answer, tokenizer)
     counterfactual = None if single else unpatched_run(cf_logits, answer, tokenizer)
     knocked = logits[1:]
-    probs = torch.softmax(knocked, dim=-1)
     top = knocked.argmax(dim=-1)
     notes = [answer.note]
     if single:
         nan = np.full(len(sets), np.nan)
-        logit_diff, normalized, prob_cf = nan, nan.copy(), nan.copy()
-        iia = np.zeros(len(sets), dtype=bool)
+        metrics = {"logit_diff": nan, "normalized": nan.copy(), "prob_cf": nan.copy()}
+        metrics["iia"] = np.zeros(len(sets), dtype=bool)
     else:
-        logit_diff = (knocked[:, answer.counterfactual_id] - knocked[:, answer.original_id]).cpu().numpy()
-        prob_cf = probs[:, answer.counterfactual_id].cpu().numpy()
-        iia = (top == answer.counterfactual_id).cpu().numpy()
-        denominator = counterfactual.logit_diff - baseline.logit_diff
-        if abs(denominator) < 1e-6:
-            normalized = np.full(len(sets), np.nan)
-            notes.append("LD_cf equals LD_orig: the normalized effect is undefined (NaN)")
-        else:
-            normalized = (logit_diff - baseline.logit_diff) / denominator
-
+        metrics = scored_rows(knocked, answer, original, counterfactual, notes)
     return KnockoutResult(
         query_positions=queries,
         key_positions=keys,
         layer_sets=sets,
         row_labels=labels,
-        num_layers=arch.num_layers,
-        tokens=pair.tokens,
-        targets=pair.targets,
-        logit_diff=np.asarray(logit_diff, dtype=np.float64),
-        normalized=np.asarray(normalized, dtype=np.float64),
-        prob_cf=np.asarray(prob_cf, dtype=np.float64),
-        iia=np.asarray(iia, dtype=bool),
-        prob_original=probs[:, answer.original_id].cpu().numpy().astype(np.float64),
+        prob_original=knocked.softmax(-1)[:, answer.original_id].cpu().numpy().astype(np.float64),
         original_top1=(top == answer.original_id).cpu().numpy(),
         top1=[token_label(tokenizer, int(t)) for t in top],
-        baseline=baseline,
-        counterfactual=counterfactual,
-        answer=answer,
-        model_id=str(getattr(loaded, "model_id", "")),
-        notes=notes,
+        **effects_fields(
+            loaded, pair, arch.num_layers, metrics, (original, counterfactual), KNOCKOUT_DEFINITIONS, notes
+        ),
     )
 
 
@@ -462,7 +405,7 @@ def plot_knockout(result: KnockoutResult) -> Any:
     ax.bar(x - 0.2, result.prob_original, width=0.4, label=f"P(orig {result.answer.original_text!r})")
     if np.isfinite(result.prob_cf).any():
         ax.bar(x + 0.2, result.prob_cf, width=0.4, label=f"P(cf {result.answer.counterfactual_text!r})")
-    ax.axhline(result.baseline.prob_original, color="k", ls="--", lw=1, label="P(orig), no knockout")
+    ax.axhline(result.original.prob_original, color="k", ls="--", lw=1, label="P(orig), no knockout")
     ax.set_xticks(x, result.row_labels, rotation=90 if n > 12 else 0, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("probability at the answer position")

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from debug._util.jsonable import jsonable
 from debug.causal.architectures import get_path, resolve_architecture
 from debug.causal.forward import check_eval, forward_kwargs, hidden_arg, input_device, resolve_model
 from debug.causal.inputs import (
@@ -34,6 +33,7 @@ from debug.causal.inputs import (
     token_label,
 )
 from debug.causal.plots import _pyplot
+from debug.causal.result import array_json, layer_label
 
 __all__ = ["LENS_DEFINITIONS", "LensResult", "logit_lens", "plot_logit_lens"]
 
@@ -108,7 +108,7 @@ class LensResult:
     @property
     def layer_labels(self) -> list[str]:
         """Layer names for axes: the layer number, or "final" for the final residual."""
-        return ["final" if layer == self.num_layers else str(layer) for layer in self.layers]
+        return [layer_label(layer, self.num_layers) for layer in self.layers]
 
     @property
     def first_decoding_layer_label(self) -> str:
@@ -132,10 +132,6 @@ class LensResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-
-        def arr(a: np.ndarray | None) -> Any:
-            return None if a is None else jsonable(a.astype(float).tolist())
-
         return {
             "method": "logit_lens",
             "model_id": self.model_id,
@@ -150,13 +146,13 @@ class LensResult:
                 "cf_token_id": self.counterfactual_id,
             },
             "rank": [int(r) for r in self.rank],
-            "prob": arr(self.prob),
-            "logit": arr(self.logit),
+            "prob": array_json(self.prob),
+            "logit": array_json(self.logit),
             "top1": self.top1,
             "first_decoding_layer": self.first_decoding_layer,
             "stays_from_layer": self.stays_from_layer,
-            "logit_diff": arr(self.logit_diff),
-            "prob_cf": arr(self.prob_cf),
+            "logit_diff": array_json(self.logit_diff),
+            "prob_cf": array_json(self.prob_cf),
             "definitions": self.definitions,
             "notes": self.notes,
         }

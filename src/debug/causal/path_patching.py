@@ -16,6 +16,15 @@ from the sender head along the chosen paths? Two forwards of the original progra
 With receivers = ["logits"] alone, step 2 is not needed: the frozen run's own logits are the direct effect.
 Receivers must sit in layers after the sender's (a head cannot read a head of its own layer).
 
+`sender_positions` restricts the sender to some positions (an int, a target label such as "ref depth 2", or
+"line:<target>" for that target's whole line; default every position): the sender's output is the
+counterfactual's only there and the original's everywhere else, so the row measures what the head writes
+*at those positions* that reaches the answer through the receivers. `path_patch_hops` does this per hop of a
+binding chain: for each chain line ("ref depth 1" = the root constant's line ... "ref depth H" = the line
+assigning the queried variable), every head as the sender at that line, one row each, in one call. A sender
+restricted to positions before the final token has no direct path (its change never reaches the final
+token's residual without a head reading it), so there "logits" alone measures 0 by construction.
+
 Metrics match the sweep's, at the answer position: LD = logit(cf answer) - logit(orig answer); normalized =
 (LD - LD_orig) / (LD_cf - LD_orig); P(cf answer); IIA = top-1 equals the cf answer.
 """
@@ -23,13 +32,12 @@ Metrics match the sweep's, at the answer position: LD = logit(cf answer) - logit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from debug._util.jsonable import jsonable
 from debug.causal.architectures import get_path, resolve_architecture
 from debug.causal.forward import (
     check_eval,
@@ -40,9 +48,19 @@ from debug.causal.forward import (
     unpatched_run,
 )
 from debug.causal.inputs import CausalTracingError, as_pair, check_context, prepare_inputs
+from debug.causal.knockout import resolve_positions
 from debug.causal.plots import _pyplot
+from debug.causal.result import METRICS_DEFINITION, Effects, effects_fields, scored_rows
 
-__all__ = ["PATH_DEFINITIONS", "PathPatchResult", "path_patch", "path_patch_heads", "plot_path_patching"]
+__all__ = [
+    "ALL_POSITIONS",
+    "PATH_DEFINITIONS",
+    "PathPatchResult",
+    "path_patch",
+    "path_patch_heads",
+    "path_patch_hops",
+    "plot_path_patching",
+]
 
 PATH_DEFINITIONS: dict[str, str] = {
     "site": "head h of layer l = its head_dim slice of the input of layer l's attention output projection",
@@ -52,84 +70,96 @@ PATH_DEFINITIONS: dict[str, str] = {
         "the original runs with only the receivers replaced and everything after them recomputed; receiver "
         "'logits' = the sender's change added to the final residual (direct path)"
     ),
-    "direction": "noising the original / denoising toward the counterfactual, along the chosen paths only",
-    "metrics": (
-        "unclipped, at the answer position: LD = logit(cf) - logit(orig); normalized = "
-        "(LD - LD_orig)/(LD_cf - LD_orig); prob_cf = P(cf answer); iia = top-1 equals the cf answer"
+    "sender_positions": (
+        "the sender's output is the counterfactual's only at the row's sender positions and the original's "
+        "at every other position ('all' = every position)"
     ),
+    "direction": "noising the original / denoising toward the counterfactual, along the chosen paths only",
+    "metrics": METRICS_DEFINITION,
 }
 LOGITS = "logits"
+#: The position label of a sender patched at every position.
+ALL_POSITIONS = "all"
 
 
 @dataclass(repr=False)
-class PathPatchResult:
-    """Path-patching effects, one row per (sender, receivers).
+class PathPatchResult(Effects):
+    """Path-patching effects, one row per (sender, sender positions, receivers).
+
+    The metrics (`[rows]`), unpatched runs, answer, tokens, targets, definitions, model id and notes are
+    the `debug.causal.result.Effects` fields.
 
     Attributes:
         senders: Per row, the sender (layer, head).
+        sender_positions: Per row, the positions where the sender's output is the counterfactual's.
+        position_labels: Per row, those positions as asked for ("all", an int, "ref depth 2",
+            "line:ref depth 2", ...).
         receivers: Per row, the receivers: (layer, head) tuples and/or "logits".
-        num_layers: Decoder layers of the model.
         num_heads: Heads per layer.
-        tokens: Readable label of every input position.
-        logit_diff: `[rows]` LD of the path-patched runs.
-        normalized: `[rows]` (LD - LD_orig) / (LD_cf - LD_orig).
-        prob_cf: `[rows]` P(cf answer).
-        iia: `[rows]` top-1 equals the cf answer.
-        original: The unpatched original run (`UnpatchedRun`).
-        counterfactual: The unpatched counterfactual run.
-        answer: The scored answer tokens.
-        definitions: Site, intervention, direction and metric definitions, as sentences.
-        model_id: The model's id.
-        notes: Anything a reader should know.
     """
 
     senders: list[tuple[int, int]]
+    sender_positions: list[list[int]]
+    position_labels: list[str]
     receivers: list[list[Any]]
-    num_layers: int
     num_heads: int
-    tokens: list[str]
-    logit_diff: np.ndarray
-    normalized: np.ndarray
-    prob_cf: np.ndarray
-    iia: np.ndarray
-    original: Any
-    counterfactual: Any
-    answer: Any
-    definitions: dict[str, str] = field(default_factory=lambda: dict(PATH_DEFINITIONS))
-    model_id: str = ""
-    notes: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return (
             f"PathPatchResult(model_id={self.model_id!r}, rows={len(self.senders)}, "
+            f"positions={list(dict.fromkeys(self.position_labels))}, "
             f"normalized={np.round(self.normalized, 3)})"
         )
 
+    def head_grid(self, label: str | None = None, metric: str = "normalized") -> np.ndarray:
+        """`[num_layers, num_heads]` of one metric over the rows whose position label is `label`.
+
+        Args:
+            label: A position label of the rows (default: the first row's); heads without a row are NaN.
+            metric: `logit_diff`, `normalized`, `prob_cf` or `iia`.
+        """
+        label = self.position_labels[0] if label is None else label
+        if label not in self.position_labels:
+            known = ", ".join(dict.fromkeys(self.position_labels))
+            raise ValueError(f"no rows at {label!r}; labels: {known}")
+        grid = np.full((self.num_layers, self.num_heads), np.nan)
+        for (layer, head), row_label, value in zip(self.senders, self.position_labels, self.metric(metric)):
+            if row_label == label:
+                grid[layer, head] = value
+        return grid
+
+    def top_senders(self, label: str | None = None, k: int = 5) -> list[tuple[int, int, float]]:
+        """The `k` senders with the largest normalized effect at one position label: (layer, head, effect)."""
+        grid = self.head_grid(label)
+        order = np.argsort(np.nan_to_num(-grid, nan=np.inf), axis=None)[:k]
+        return [(int(i // self.num_heads), int(i % self.num_heads), float(grid.flat[i])) for i in order]
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN becomes null)."""
-        return jsonable(
-            {
-                "method": "path_patching",
-                "model_id": self.model_id,
-                "senders": [list(s) for s in self.senders],
-                "receivers": [[r if r == LOGITS else list(r) for r in rs] for rs in self.receivers],
-                "num_layers": self.num_layers,
-                "num_heads": self.num_heads,
-                "tokens": self.tokens,
-                "answer": {
-                    "original": self.answer.original_text,
-                    "counterfactual": self.answer.counterfactual_text,
-                },
-                "original": vars(self.original),
-                "counterfactual": vars(self.counterfactual),
-                "logit_diff": self.logit_diff.tolist(),
-                "normalized": self.normalized.tolist(),
-                "prob_cf": self.prob_cf.tolist(),
-                "iia": self.iia.astype(float).tolist(),
-                "definitions": self.definitions,
-                "notes": self.notes,
-            }
-        )
+        return {
+            "method": "path_patching",
+            **self.effects_json(),
+            "senders": [list(s) for s in self.senders],
+            "sender_positions": self.sender_positions,
+            "position_labels": self.position_labels,
+            "receivers": [[r if r == LOGITS else list(r) for r in rs] for rs in self.receivers],
+            "num_heads": self.num_heads,
+        }
+
+
+def _with_hidden(args: tuple, kwargs: dict, value: Any) -> tuple[tuple, dict]:
+    """A pre-hook's (args, kwargs) with the hidden states (`forward.hidden_arg`) replaced by `value`."""
+    return ((value, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": value})
+
+
+def _last_logits(model: Any, ids: Any, handles: list[Any]) -> Any:
+    """`[rows, vocab]` last-position logits of one no-grad forward of `ids`; then the hooks are removed."""
+    try:
+        with torch.no_grad():
+            return model(input_ids=ids.to(input_device(model)), **forward_kwargs(model)).logits[:, -1].float()
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _check_head(value: Any, arch: Any, name: str) -> tuple[int, int]:
@@ -195,23 +225,24 @@ def _cache(model: Any, arch: Any, pair: Any) -> tuple[dict[str, Any], Any]:
             lambda m, a, k: store.__setitem__("final", hidden_arg(a, k).detach().clone()), with_kwargs=True
         )
     )
-    batch = torch.stack([pair.original_ids, pair.counterfactual_ids]).to(input_device(model))
-    try:
-        with torch.no_grad():
-            logits = model(input_ids=batch, **forward_kwargs(model)).logits[:, -1].float()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return store, logits
+    batch = torch.stack([pair.original_ids, pair.counterfactual_ids])
+    return store, _last_logits(model, batch, handles)
 
 
 def _path_logits(
-    model: Any, arch: Any, pair: Any, senders: list[tuple[int, int]], receivers: list[list[Any]], store: dict
+    model: Any,
+    arch: Any,
+    pair: Any,
+    senders: list[tuple[int, int]],
+    positions: list[list[int]],
+    receivers: list[list[Any]],
+    store: dict,
 ) -> Any:
-    """`[rows, vocab]` logits of the two-step path patch, row i = (senders[i], receivers[i])."""
+    """`[rows, vocab]` logits of the two-step path patch; row i = senders[i] at positions[i], receivers[i]."""
 
     rows, hd, heads = len(senders), arch.head_dim, arch.num_heads
     device = input_device(model)
+    index = [torch.tensor(p, device=device) for p in positions]
     ids = pair.original_ids.to(device)[None].expand(rows, -1)
     recorded: dict[int, Any] = {}
     final_a: dict[str, Any] = {}
@@ -222,11 +253,13 @@ def _path_logits(
             x = hidden_arg(args, kwargs)
             recorded[layer] = x.detach().clone().view(rows, x.shape[1], heads, hd)
             frozen = store["heads"][layer][0].expand(rows, -1, -1).clone().view(rows, x.shape[1], heads, hd)
+            cf = store["heads"][layer][1].view(x.shape[1], heads, hd)
             for row, (s_layer, s_head) in enumerate(senders):
                 if s_layer == layer:
-                    frozen[row, :, s_head] = store["heads"][layer][1].view(x.shape[1], heads, hd)[:, s_head]
+                    at = index[row]
+                    frozen[row, at, s_head] = cf[at, s_head]
             value = frozen.view(x.shape)
-            return ((value, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": value})
+            return _with_hidden(args, kwargs, value)
 
         return pre
 
@@ -248,12 +281,7 @@ def _path_logits(
             lambda m, a, k: final_a.__setitem__("x", hidden_arg(a, k).detach().clone()), with_kwargs=True
         )
     )
-    try:
-        with torch.no_grad():
-            frozen_logits = model(input_ids=ids, **forward_kwargs(model)).logits[:, -1].float()
-    finally:
-        for handle in handles:
-            handle.remove()
+    frozen_logits = _last_logits(model, ids, handles)
     if all(rs == [LOGITS] for rs in receivers):
         return frozen_logits
     delta_final = final_a["x"] - store["final"][0][None]
@@ -272,14 +300,14 @@ def _path_logits(
             for row, head in by_layer[layer]:
                 value[row, :, head] = recorded[layer][row, :, head]
             value = value.view(x.shape)
-            return ((value, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": value})
+            return _with_hidden(args, kwargs, value)
 
         return pre
 
     def add_direct(module: Any, args: tuple, kwargs: dict) -> tuple:
         x = hidden_arg(args, kwargs)
         value = x + delta_final * direct[:, None, None].to(x.dtype)
-        return ((value, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": value})
+        return _with_hidden(args, kwargs, value)
 
     for layer in by_layer:
         handles.append(
@@ -289,22 +317,25 @@ def _path_logits(
         )
     if bool(direct.any()):
         handles.append(norm.register_forward_pre_hook(add_direct, with_kwargs=True))
-    try:
-        with torch.no_grad():
-            return model(input_ids=ids, **forward_kwargs(model)).logits[:, -1].float()
-    finally:
-        for handle in handles:
-            handle.remove()
+    return _last_logits(model, ids, handles)
 
 
-def _run(model: Any, pair: Any, rows: list[tuple[tuple[int, int], Any]]) -> PathPatchResult:
-    """Check, then path-patch each (sender, receivers) row of one pair in two batched forwards."""
+def _senders_at(spec: Any, pair: Any) -> tuple[list[int], str]:
+    """The positions of a `sender_positions` argument (None = every position) and the label naming them."""
+    if spec is None or spec == ALL_POSITIONS:
+        return list(range(len(pair.tokens))), ALL_POSITIONS
+    label = str(spec) if isinstance(spec, (int, str)) else ",".join(str(v) for v in spec)
+    return resolve_positions(spec, pair.tokens, pair.targets, "sender_positions"), label
+
+
+def _run(model: Any, pair: Any, rows: list[tuple[tuple[int, int], Any, Any]]) -> PathPatchResult:
+    """Check, then path-patch each (sender, sender positions, receivers) row of one pair, batched."""
 
     loaded = resolve_model(model)
     arch = resolve_architecture(loaded.model)
     check_eval(loaded.model)
-    senders = [_check_head(s, arch, "sender") for s, _ in rows]
-    receivers = [_receivers(r, s, arch) for s, (_, r) in zip(senders, rows)]
+    senders = [_check_head(s, arch, "sender") for s, _, _ in rows]
+    receivers = [_receivers(r, s, arch) for s, (_, _, r) in zip(senders, rows)]
     empty = [s for s, r in zip(senders, receivers) if not r]
     if empty:
         raise CausalTracingError(
@@ -314,44 +345,50 @@ def _run(model: Any, pair: Any, rows: list[tuple[tuple[int, int], Any]]) -> Path
     if encoded.answer is None:
         raise CausalTracingError("path_patch needs programs with answers: pass Programs or (text, answer)")
     check_context(loaded, int(encoded.original_ids.shape[0]), "the original program")
+    resolved = {}
+    for _, spec, _ in rows:
+        key = repr(spec)
+        if key not in resolved:
+            resolved[key] = _senders_at(spec, encoded)
+    positions = [resolved[repr(spec)][0] for _, spec, _ in rows]
+    labels = [resolved[repr(spec)][1] for _, spec, _ in rows]
     store, logits = _cache(loaded.model, arch, encoded)
     answer = encoded.answer
     original = unpatched_run(logits[0], answer, loaded.tokenizer)
     counterfactual = unpatched_run(logits[1], answer, loaded.tokenizer)
-    patched = _path_logits(loaded.model, arch, encoded, senders, receivers, store)
-    ld = (
-        (patched[:, answer.counterfactual_id] - patched[:, answer.original_id])
-        .cpu()
-        .numpy()
-        .astype(np.float64)
-    )
-    denominator = counterfactual.logit_diff - original.logit_diff
+    patched = _path_logits(loaded.model, arch, encoded, senders, positions, receivers, store)
     notes = [answer.note]
-    if abs(denominator) < 1e-6:
-        normalized = np.full(ld.shape, np.nan)
-        notes.append("LD_cf equals LD_orig: the normalized effect is undefined (NaN)")
-    else:
-        normalized = (ld - original.logit_diff) / denominator
+    final = len(encoded.tokens) - 1
+    if any(rs == [LOGITS] and final not in ps for rs, ps in zip(receivers, positions)):
+        notes.append(
+            "a sender restricted to positions before the final token has no direct path to the logits: "
+            "'logits' alone measures 0 there by construction (use 'later' to follow it through later heads)"
+        )
     return PathPatchResult(
         senders=senders,
+        sender_positions=positions,
+        position_labels=labels,
         receivers=receivers,
-        num_layers=arch.num_layers,
         num_heads=arch.num_heads,
-        tokens=encoded.tokens,
-        logit_diff=ld,
-        normalized=normalized,
-        prob_cf=torch.softmax(patched, -1)[:, answer.counterfactual_id].cpu().numpy().astype(np.float64),
-        iia=(patched.argmax(-1) == answer.counterfactual_id).cpu().numpy(),
-        original=original,
-        counterfactual=counterfactual,
-        answer=answer,
-        model_id=str(getattr(loaded, "model_id", "")),
-        notes=notes,
+        **effects_fields(
+            loaded,
+            encoded,
+            arch.num_layers,
+            scored_rows(patched, answer, original, counterfactual, notes),
+            (original, counterfactual),
+            PATH_DEFINITIONS,
+            notes,
+        ),
     )
 
 
 def path_patch(
-    model: Any, pair: Any, sender: tuple[int, int], receivers: Sequence[Any] | str = LOGITS
+    model: Any,
+    pair: Any,
+    sender: tuple[int, int],
+    receivers: Sequence[Any] | str = LOGITS,
+    *,
+    sender_positions: Any = None,
 ) -> PathPatchResult:
     """The sender head's counterfactual effect on the answer through `receivers` only.
 
@@ -361,57 +398,122 @@ def path_patch(
         sender: (layer, head).
         receivers: (layer, head) pairs in later layers, bare layer numbers (all their heads), "later" (every
             head after the sender) and/or "logits" (the direct path).
+        sender_positions: Where the sender's output is patched: None (every position), ints, target labels
+            ("ref depth 2", "final") or "line:<target>" (that target's whole line).
 
     Returns:
         A `PathPatchResult` with one row.
 
     Raises:
-        CausalTracingError: A head that does not exist, receivers not after the sender, bad programs (all
-            before any forward).
+        CausalTracingError: A head that does not exist, receivers not after the sender, a sender position
+            outside the prompt or an unknown target, bad programs (all before any forward).
     """
-    return _run(model, pair, [(sender, receivers)])
+    return _run(model, pair, [(sender, sender_positions, receivers)])
 
 
-def path_patch_heads(model: Any, pair: Any, receivers: Sequence[Any] | str = LOGITS) -> PathPatchResult:
-    """Every head as the sender (rows layer-major), each with the same kind of receivers.
-
-    Receivers that are (layer, head) pairs must sit after every sender, so a scan over all heads takes
-    "logits" (direct effects) or "later" (each sender through every head after it, plus nothing else).
-    """
-
-    loaded = resolve_model(model)
-    arch = resolve_architecture(loaded.model)
+def _scan_receivers(receivers: Sequence[Any] | str) -> list[str]:
     items = [receivers] if isinstance(receivers, str) else list(receivers)
-    if any(r not in (LOGITS, "later") for r in items):
+    if not items or any(r not in (LOGITS, "later") for r in items):
         raise CausalTracingError(
-            "path_patch_heads takes receivers 'logits' and/or 'later'; use path_patch for heads"
+            "scanning every head takes receivers 'logits' and/or 'later'; use path_patch for heads"
         )
+    return items
+
+
+def _head_rows(arch: Any, items: list[str], spec: Any) -> list[tuple[tuple[int, int], Any, list[str]]]:
+    """Every head as a sender (layer-major) at `spec`; last-layer heads fall back to 'logits' for 'later'."""
     rows = []
     for layer in range(arch.num_layers):
-        for head in range(arch.num_heads):
-            mine = [r for r in items if r != "later" or layer < arch.num_layers - 1]
-            rows.append(((layer, head), mine or [LOGITS]))
-    result = _run(loaded, pair, rows)
+        mine = [r for r in items if r != "later" or layer < arch.num_layers - 1]
+        rows += [((layer, head), spec, mine or [LOGITS]) for head in range(arch.num_heads)]
+    return rows
+
+
+def _note_last_layer(result: PathPatchResult, items: list[str]) -> PathPatchResult:
     if "later" in items and LOGITS not in items:
         result.notes.append("last-layer heads have no later heads: their rows use the direct path ('logits')")
     return result
 
 
+def path_patch_heads(
+    model: Any, pair: Any, receivers: Sequence[Any] | str = LOGITS, *, sender_positions: Any = None
+) -> PathPatchResult:
+    """Every head as the sender (rows layer-major), each with the same kind of receivers.
+
+    Receivers that are (layer, head) pairs must sit after every sender, so a scan over all heads takes
+    "logits" (direct effects) or "later" (each sender through every head after it, plus nothing else).
+    `sender_positions` restricts every sender as in `path_patch`.
+    """
+
+    loaded = resolve_model(model)
+    arch = resolve_architecture(loaded.model)
+    items = _scan_receivers(receivers)
+    return _note_last_layer(_run(loaded, pair, _head_rows(arch, items, sender_positions)), items)
+
+
+def path_patch_hops(
+    model: Any, pair: Any, receivers: Sequence[Any] | str = "later", *, whole_line: bool = True
+) -> PathPatchResult:
+    """Per hop of a binding chain, every head as the sender at that hop's line: which heads carry each hop.
+
+    Rows are hop-major ("ref depth 1" = the root constant's line, ..., "ref depth H" = the line assigning the
+    queried variable), then layer-major over heads; `result.head_grid("line:ref depth k")` is one hop's
+    layer x head map. All rows run in one batch of forwards.
+
+    Args:
+        model: A model id or a `LoadedModel`.
+        pair: An (original, counterfactual) binding pair (its targets name the chain lines).
+        receivers: "later" (every head after the sender; default) and/or "logits".
+        whole_line: Patch the sender at every position of the chain line, its newline included
+            ("line:ref depth k"); False patches only the line's first right-hand-side token ("ref depth k").
+
+    Raises:
+        CausalTracingError: A pair without chain targets, or bad input as in `path_patch` (before any
+            forward).
+    """
+
+    loaded = resolve_model(model)
+    arch = resolve_architecture(loaded.model)
+    items = _scan_receivers(receivers)
+    encoded = prepare_inputs(loaded.tokenizer, *as_pair(pair))
+    hops = sorted(
+        (t for t in encoded.targets if t.startswith("ref depth ")), key=lambda t: int(t.split()[-1])
+    )
+    if not hops:
+        raise CausalTracingError(
+            "path_patch_hops needs a pair whose answer comes from a chain of assignments (targets 'ref depth "
+            f"k'); this pair has {', '.join(encoded.targets) or 'no targets'}"
+            + (f" ({encoded.target_note})" if encoded.target_note else "")
+        )
+    rows = []
+    for hop in hops:
+        rows += _head_rows(arch, items, f"line:{hop}" if whole_line else hop)
+    return _note_last_layer(_run(loaded, pair, rows), items)
+
+
 def plot_path_patching(result: PathPatchResult, title: str = "") -> Any:
-    """A layer x head heatmap of the normalized effect (rows of `path_patch_heads`); returns the figure."""
+    """Layer x head heatmaps of the normalized effect, one panel per sender-position label; the figure.
+
+    For the rows of `path_patch_heads` (one panel) or `path_patch_hops` (one panel per hop).
+    """
 
     plt = _pyplot()
-    grid = np.full((result.num_layers, result.num_heads), np.nan)
-    for (layer, head), value in zip(result.senders, result.normalized):
-        grid[layer, head] = value
-    bound = max(1.0, float(np.nanmax(np.abs(grid)))) if np.isfinite(grid).any() else 1.0
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * result.num_heads, 1.2 + 0.3 * result.num_layers))
-    image = ax.imshow(grid, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
-    ax.set_xlabel("sender head")
-    ax.set_ylabel("sender layer")
-    ax.set_xticks(range(result.num_heads))
-    ax.set_yticks(range(result.num_layers))
-    fig.colorbar(image, ax=ax, label="normalized effect")
-    ax.set_title(title or f"path patching, {result.model_id}", fontsize=9)
-    fig.tight_layout()
+    labels = list(dict.fromkeys(result.position_labels))
+    grids = [result.head_grid(label) for label in labels]
+    finite = [g[np.isfinite(g)] for g in grids]
+    peak = max((float(np.abs(f).max()) for f in finite if f.size), default=1.0)
+    bound = max(1.0, peak)
+    width = 1.0 + 0.6 * result.num_heads
+    fig, axes = plt.subplots(
+        1, len(labels), figsize=(width * len(labels) + 1.0, 1.2 + 0.3 * result.num_layers), squeeze=False
+    )
+    for ax, label, grid in zip(axes[0], labels, grids):
+        image = ax.imshow(grid, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+        ax.set_xlabel("sender head")
+        ax.set_xticks(range(result.num_heads))
+        ax.set_yticks(range(result.num_layers))
+        ax.set_title(f"sender at {label}", fontsize=8)
+    axes[0][0].set_ylabel("sender layer")
+    fig.colorbar(image, ax=list(axes[0]), label="normalized effect")
+    fig.suptitle(title or f"path patching, {result.model_id}", fontsize=9)
     return fig

@@ -1,7 +1,12 @@
-"""What a patching sweep returns: effect arrays, labels, targets, the unpatched runs and the definitions used.
+"""What a causal method returns: effect arrays, labels, targets, the unpatched runs and the definitions used.
 
-`SweepResult` holds one sweep; `aggregate_by_target` averages many sweeps at each target label ("ref depth k",
-"query", "final"). Both serialize to plain JSON (NaN becomes null), and `SweepResult.from_dict` reads it back.
+`Effects` is what every method that scores runs against an (original, counterfactual) pair shares: the four
+metrics (`METRIC_NAMES`, defined in `METRICS_DEFINITION`), the unpatched runs, the answer tokens, the
+definitions, notes and its JSON. `SweepResult` (one patching sweep), `debug.causal.knockout.KnockoutResult`
+and `debug.causal.path_patching.PathPatchResult` are `Effects`; `scored_rows` computes the metrics of a batch
+of answer-position logits and `normalized_effect` the normalization, once for all of them.
+`aggregate_by_target` averages many sweeps at each target label ("ref depth k", "query", "final"). Results
+serialize to plain JSON (NaN becomes null), and `SweepResult.from_dict` reads a sweep back.
 """
 
 from __future__ import annotations
@@ -14,18 +19,34 @@ from typing import Any
 import numpy as np
 
 from debug._util.jsonable import jsonable
-from debug.causal.inputs import AnswerTokens
+from debug.causal.inputs import AnswerTokens, PairedInputs
 
 __all__ = [
+    "METRICS_DEFINITION",
     "METRIC_NAMES",
+    "Effects",
     "SweepResult",
+    "UNDEFINED_NORMALIZED",
     "UnpatchedRun",
     "UnsolvedPairWarning",
     "aggregate_by_target",
+    "answer_json",
+    "array_json",
+    "effects_fields",
+    "layer_label",
+    "normalized_effect",
+    "scored_rows",
     "warn_if_unsolved",
 ]
 
 METRIC_NAMES = ("logit_diff", "normalized", "prob_cf", "iia")
+#: The metrics' definition, as every result's `definitions["metrics"]` states it.
+METRICS_DEFINITION = (
+    "unclipped, at the answer position: LD = logit(cf) - logit(orig); "
+    "normalized = (LD - LD_orig)/(LD_cf - LD_orig); "
+    "prob_cf = P(cf answer); iia = top-1 equals the cf answer"
+)
+UNDEFINED_NORMALIZED = "LD_cf equals LD_orig: the normalized effect is undefined (NaN)"
 
 
 class UnsolvedPairWarning(UserWarning):
@@ -55,33 +76,161 @@ class UnpatchedRun:
     top1: str
 
 
+def array_json(values: Any) -> Any:
+    """An array as JSON-ready nested lists of floats (NaN becomes null; booleans 0/1); None stays None."""
+    return None if values is None else jsonable(np.asarray(values).astype(float).tolist())
+
+
+def layer_label(layer: int, num_layers: int) -> str:
+    """A layer's name on an axis: its number, or "final" for the final residual (index `num_layers`)."""
+    return "final" if layer == num_layers else str(layer)
+
+
+def answer_json(answer: AnswerTokens) -> dict[str, Any]:
+    """The scored answer tokens as JSON (the keys `SweepResult.from_dict` reads back)."""
+    return {
+        "original": answer.original_text,
+        "counterfactual": answer.counterfactual_text,
+        "original_token_id": answer.original_id,
+        "counterfactual_token_id": answer.counterfactual_id,
+        "teacher_forced_prefix_ids": answer.prefix_ids,
+        "source": answer.source,
+    }
+
+
+def normalized_effect(
+    logit_diff: np.ndarray, original: UnpatchedRun, counterfactual: UnpatchedRun, notes: list[str]
+) -> np.ndarray:
+    """(LD - LD_orig) / (LD_cf - LD_orig), unclipped; NaN (and a note appended) when LD_cf equals LD_orig."""
+    denominator = counterfactual.logit_diff - original.logit_diff
+    if abs(denominator) < 1e-6:
+        notes.append(UNDEFINED_NORMALIZED)
+        return np.full(np.shape(logit_diff), np.nan)
+    return (np.asarray(logit_diff, dtype=np.float64) - original.logit_diff) / denominator
+
+
+def scored_rows(
+    logits: Any, answer: AnswerTokens, original: UnpatchedRun, counterfactual: UnpatchedRun, notes: list[str]
+) -> dict[str, np.ndarray]:
+    """The four metrics (`METRIC_NAMES`) of each row of `[rows, vocab]` answer-position logits (a tensor).
+
+    `notes` gets the undefined-normalization sentence when LD_cf equals LD_orig.
+    """
+    o, c = answer.original_id, answer.counterfactual_id
+    logit_diff = (logits[:, c] - logits[:, o]).cpu().numpy().astype(np.float64)
+    return {
+        "logit_diff": logit_diff,
+        "normalized": normalized_effect(logit_diff, original, counterfactual, notes),
+        "prob_cf": logits.softmax(-1)[:, c].cpu().numpy().astype(np.float64),
+        "iia": (logits.argmax(-1) == c).cpu().numpy(),
+    }
+
+
+def effects_fields(
+    loaded: Any,
+    pair: PairedInputs,
+    num_layers: int,
+    metrics: dict[str, np.ndarray],
+    runs: tuple[UnpatchedRun, UnpatchedRun | None],
+    definitions: dict[str, str],
+    notes: list[str],
+) -> dict[str, Any]:
+    """The `Effects` fields of one pair's result, as keyword arguments of a result class.
+
+    Args:
+        loaded: The `LoadedModel` (its `model_id` names the result).
+        pair: The encoded pair (tokens, targets, answer).
+        num_layers: Decoder layers of the model.
+        metrics: The four metric arrays (`scored_rows`).
+        runs: The unpatched (original, counterfactual) runs.
+        definitions: The method's definitions (copied).
+        notes: Notes for the reader.
+    """
+    return {
+        **metrics,
+        "original": runs[0],
+        "counterfactual": runs[1],
+        "answer": pair.answer,
+        "num_layers": num_layers,
+        "tokens": pair.tokens,
+        "targets": pair.targets,
+        "definitions": dict(definitions),
+        "model_id": str(getattr(loaded, "model_id", "")),
+        "notes": notes,
+    }
+
+
+@dataclass(repr=False, kw_only=True)
+class Effects:
+    """What every result scored against a program pair carries: the four metrics and what they are read by.
+
+    Attributes:
+        logit_diff: LD of the intervened runs.
+        normalized: (LD - LD_orig) / (LD_cf - LD_orig), unclipped; NaN when LD_cf == LD_orig.
+        prob_cf: P(cf answer) of the intervened runs.
+        iia: Whether the intervened run's top-1 is the cf answer token.
+        original: The original run, unpatched.
+        counterfactual: The counterfactual run, unpatched (None when a method ran a single program).
+        answer: The scored answer tokens.
+        num_layers: Decoder layers of the model.
+        tokens: Readable label of every input position.
+        targets: TokenAnalyzer positions ("ref depth 1", ..., "query", "final"); empty when the
+            answer is not computed by a chain of assignments.
+        definitions: Site, intervention, direction and metric definitions, as sentences.
+        model_id: The model's id.
+        notes: Anything a reader should know.
+    """
+
+    logit_diff: np.ndarray
+    normalized: np.ndarray
+    prob_cf: np.ndarray
+    iia: np.ndarray
+    original: UnpatchedRun
+    counterfactual: UnpatchedRun | None
+    answer: AnswerTokens
+    num_layers: int
+    tokens: list[str]
+    targets: dict[str, int]
+    definitions: dict[str, str]
+    model_id: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def metric(self, name: str) -> np.ndarray:
+        """The array of one metric by name (`logit_diff`, `normalized`, `prob_cf`, `iia`)."""
+        if name not in METRIC_NAMES:
+            raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRIC_NAMES)}")
+        return getattr(self, name)
+
+    def effects_json(self) -> dict[str, Any]:
+        """The shared part of `to_dict()`: model id, pair, answer, runs, metrics, definitions and notes."""
+        return {
+            "model_id": self.model_id,
+            "num_layers": self.num_layers,
+            "tokens": self.tokens,
+            "targets": self.targets,
+            "answer": answer_json(self.answer),
+            "original": jsonable(vars(self.original)),
+            "counterfactual": None if self.counterfactual is None else jsonable(vars(self.counterfactual)),
+            "definitions": self.definitions,
+            "notes": self.notes,
+            **{name: array_json(self.metric(name)) for name in METRIC_NAMES},
+        }
+
+
 @dataclass(repr=False)
-class SweepResult:
+class SweepResult(Effects):
     """Effects of patching each cell from the counterfactual into the original.
 
     Arrays are indexed `[layer_index, position_index]` (plus `head_index` for attention heads) into
-    `layers`, `positions` and `heads`.
+    `layers`, `positions` and `heads`. The metrics, runs, answer, tokens (every input position, not only
+    patched ones), targets, definitions, model id and notes are the `Effects` fields (notes: multi-token
+    answers, missing targets, undefined normalization, a pair the model gets wrong).
 
     Attributes:
         site: "residual_stream", "attention_heads" or "mlp".
         layers: Patched layers (`num_layers` = the final residual).
         positions: Patched token positions.
         heads: Patched heads, or None.
-        num_layers: Decoder layers of the model.
-        tokens: Readable label of every input position (not only patched ones).
-        targets: TokenAnalyzer positions ("ref depth 1", ..., "query", "final"); empty when the
-            answer is not computed by a chain of assignments.
-        logit_diff: LD of the patched runs.
-        normalized: (LD - LD_orig) / (LD_cf - LD_orig), unclipped; NaN when LD_cf == LD_orig.
-        prob_cf: P(cf answer) of the patched runs.
-        iia: Whether the patched run's top-1 is the cf answer token.
-        original: The original run, unpatched.
-        counterfactual: The counterfactual run, unpatched.
-        answer: The scored answer tokens.
-        definitions: Site, direction, metric and answer definitions, as sentences.
-        model_id: The model's id.
-        notes: Anything a reader should know (multi-token answers, missing targets, undefined normalization,
-            a pair the model gets wrong).
         seconds: Wall time of the sweep.
         forwards: Forward passes run (1 cache run + one per chunk, + 1 for a reused prefix cache).
         original_correct: Whether the original run's top-1 is the original answer token; None when the
@@ -94,19 +243,6 @@ class SweepResult:
     layers: list[int]
     positions: list[int]
     heads: list[int] | None
-    num_layers: int
-    tokens: list[str]
-    targets: dict[str, int]
-    logit_diff: np.ndarray
-    normalized: np.ndarray
-    prob_cf: np.ndarray
-    iia: np.ndarray
-    original: UnpatchedRun
-    counterfactual: UnpatchedRun
-    answer: AnswerTokens
-    definitions: dict[str, str]
-    model_id: str = ""
-    notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     forwards: int = 0
     original_correct: bool | None = None
@@ -156,13 +292,7 @@ class SweepResult:
     @property
     def layer_labels(self) -> list[str]:
         """Layer names for axes: the layer number, or "final" for the final residual."""
-        return ["final" if layer == self.num_layers else str(layer) for layer in self.layers]
-
-    def metric(self, name: str) -> np.ndarray:
-        """The array of one metric by name (`logit_diff`, `normalized`, `prob_cf`, `iia`)."""
-        if name not in METRIC_NAMES:
-            raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRIC_NAMES)}")
-        return getattr(self, name)
+        return [layer_label(layer, self.num_layers) for layer in self.layers]
 
     def at_target(self, target: str, metric: str = "normalized") -> np.ndarray | None:
         """The metric over layers (and heads) at a target's position; None when it was not patched."""
@@ -185,38 +315,15 @@ class SweepResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN becomes null)."""
-
-        def arr(a: np.ndarray) -> Any:
-            return jsonable(a.astype(float).tolist())
-
         return {
-            "model_id": self.model_id,
+            **self.effects_json(),
             "site": self.site,
             "layers": self.layers,
             "layer_labels": self.layer_labels,
-            "num_layers": self.num_layers,
             "positions": self.positions,
             "heads": self.heads,
-            "tokens": self.tokens,
-            "targets": self.targets,
-            "answer": {
-                "original": self.answer.original_text,
-                "counterfactual": self.answer.counterfactual_text,
-                "original_token_id": self.answer.original_id,
-                "counterfactual_token_id": self.answer.counterfactual_id,
-                "teacher_forced_prefix_ids": self.answer.prefix_ids,
-                "source": self.answer.source,
-            },
-            "original": jsonable(vars(self.original)),
-            "counterfactual": jsonable(vars(self.counterfactual)),
             "original_correct": self.original_correct,
             "counterfactual_correct": self.counterfactual_correct,
-            "definitions": self.definitions,
-            "notes": self.notes,
-            "logit_diff": arr(self.logit_diff),
-            "normalized": arr(self.normalized),
-            "prob_cf": arr(self.prob_cf),
-            "iia": arr(self.iia),
             "seconds": self.seconds,
             "forwards": self.forwards,
         }
