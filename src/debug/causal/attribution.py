@@ -1,4 +1,4 @@
-"""Attribution patching (AtP): a first-order estimate of every cell's patching effect from two forwards.
+"""Attribution patching (AtP, AtP*): first-order estimates of every cell's patching effect from two forwards.
 
 For a cell c (layer, position[, head]) of a site, exact patching replaces the original run's activation a_c by
 the counterfactual run's a*_c and measures the logit difference LD = logit(cf answer) - logit(orig answer).
@@ -11,16 +11,41 @@ original with gradients, and one backward that gives dLD/da for every cell at on
 Patching"; Kramar et al. 2024, "AtP*"). It is exact for a cell whose effect on LD is linear and drifts from
 the exact effect as the network bends between the cell and the answer (attention softmaxes, norms, MLPs).
 
+AtP* (Kramar et al. 2024) adds two corrections, both options here (`qk_fix`, `grad_drop`; `method="atp*"`
+turns both on):
+
+* QK fix. A saturated softmax has a near-zero gradient, so a change of queries or keys that moves attention a
+  lot is estimated as nothing. The fix computes the change of the attention pattern exactly (softmax
+  recomputed with the patched queries and keys) and linearizes only from the pattern on:
+  sum over heads, query rows t and keys k of dLD/dA[t, k] * (A_patched[t, k] - A[t, k]). Of this project's
+  sites only the residual stream feeds a query or key of its own layer: patching the input of layer l at
+  position p changes layer l's query at p (row p of every head's pattern, recomputed with the patched query
+  and key) and its key at p (column p of every later row: a one-entry softmax change, in closed form), both
+  taken from the counterfactual run, which has the same input at that layer and position. The estimate is
+  then the plain one with its linear term through layer l's pattern, (a* - a) . (dLD/dA dA/da), replaced by
+  that exact pattern term; everything else (values, the skip path, later layers) stays linear. A head cell is
+  the head's output, after its own softmax, and an MLP cell is after its layer's attention: no query or key
+  of their layer changes, so the fix leaves their estimates as they are (the definitions say so).
+  Attention probabilities are read by running the model's own attention modules with a probe attention
+  function (`transformers.AttentionInterface`) that computes the eager softmax and records queries, keys
+  and probabilities: no per-architecture code beyond `debug.causal.architectures`.
+* GradDrop. A cell's direct and indirect effects can cancel in the gradient while patching still matters.
+  For each decoder layer l' of L, one more backward pass drops the gradient through layer l''s residual
+  contribution (layer output - input: only the skip path carries gradient past it, and cells inside layer
+  l' get none), and AtP+GD(c) = 1/(L-1) * sum over l' of |AtP_l'(c)| (the paper's eq. 11; L-1 because the
+  drop of a cell's own layer gives 0). That is a magnitude; `logit_diff` carries it with the sign of the
+  undropped estimate, so rank it by |change| (`agreement`'s `spearman_abs`, `top_k_recall`). By linearity
+  each drop is one backward from layer l''s input down (of what the full gradient there carries beyond the
+  skip path), so the L drops cost about L/2 full backward passes; drops of layers below every swept cell
+  change nothing and are not run.
+
 Sites and directions are the exact engine's (`debug.causal.engine.sweep`): residual stream = the input of
 decoder layer l (layer num_layers = the final norm's input), attention head = its head_dim slice of the
 attention output projection's input, mlp = the MLP block's output; the original runs and counterfactual
 activations are patched in. Of the metrics only LD is estimated (and `normalized`, derived from it exactly as
 the exact sweep derives it); P(cf answer) and IIA depend on the whole softmax and are not estimated: NaN.
-
-Not implemented from AtP*: the QK fix (recomputing attention softmaxes for patched queries and keys) and
-GradDrop. With the sites above the patched quantity is never a query or key of its own layer: a head cell is
-the head's output, after its softmax. Where linearizing through later softmaxes matters, `verify_attribution`
-(`sweep(..., method="attribution+verify")`) measures it on the top cells, and `agreement` over a full grid.
+`verify_attribution` (`sweep(..., method="attribution+verify")`) patches the top cells exactly, and
+`agreement` compares a full grid with an exact sweep.
 
 `sweep(..., method=...)` dispatches here through `run_method`; the exact sweep is handed in as a callable so
 that this module never imports the engine (the engine imports it).
@@ -29,7 +54,8 @@ that this module never imports the engine (the engine imports it).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +89,9 @@ __all__ = [
     "verify_attribution",
 ]
 
-#: `sweep(method=...)` values: the exact engine, the estimate, the estimate with its top cells re-run exactly.
-METHODS = ("exact", "attribution", "attribution+verify")
+#: `sweep(method=...)` values: the exact engine; the estimate (AtP); AtP* (the estimate with the QK fix and
+#: GradDrop); either with its top cells re-run exactly.
+METHODS = ("exact", "attribution", "attribution+verify", "atp*", "atp*+verify")
 
 ATTRIBUTION_METRICS = (
     "estimates, first order (attribution patching): logit_diff = LD_orig + (a_cf - a_orig) . dLD/da at the "
@@ -115,6 +142,130 @@ def _capture(
     return handles
 
 
+# ---- QK fix: a probe attention function, the eager softmax with queries, keys and probabilities kept ----
+
+_PROBE = "debug_attribution_probe"
+#: id(attention module) -> callback(query, key, probs, mask, scale), set only while `_attention_probe` runs.
+_PROBES: dict[int, Callable[..., None]] = {}
+
+
+def _probe_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **_kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention (`[batch, heads, seq, head_dim]` in, transformers' layout out), reporting to `_PROBES`.
+
+    Dropout is ignored: attribution refuses models in training mode, where it would be on.
+    """
+    scale = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
+    groups = query.shape[1] // key.shape[1]  # grouped-query attention: kv head h // groups serves head h
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
+    mask = None if attention_mask is None else attention_mask[..., : key.shape[-2]]
+    if mask is not None:
+        scores = scores + mask
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    record = _PROBES.get(id(module))
+    if record is not None:
+        record(query, key, probs, mask, scale)
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
+
+
+def _register_probe() -> None:
+    # deferred: transformers is imported only when the QK fix runs
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(_PROBE, _probe_attention)
+    AttentionMaskInterface.register(_PROBE, eager_mask)  # the additive float mask eager attention takes
+
+
+@dataclass
+class _Pattern:
+    """One layer's attention on one run: `[heads, seq, head_dim]` queries and keys (per query head), the
+    additive `[seq, seq]` mask, the scale, and the `[heads, seq, seq]` probabilities (in the graph when the
+    run has gradients)."""
+
+    query: torch.Tensor
+    key: torch.Tensor
+    mask: torch.Tensor
+    scale: float
+    probs: torch.Tensor
+
+
+@contextmanager
+def _attention_probe(
+    model: torch.nn.Module, arch: Architecture, store: dict[int, _Pattern]
+) -> Iterator[None]:
+    """Run `model`'s attention through `_probe_attention`, recording every layer's pattern into `store`."""
+    _register_probe()
+    for layer in range(arch.num_layers):
+        # The attention module is the output projection's parent in every layout of the table.
+        module = get_path(model, arch.attn_out_path(layer).rsplit(".", 1)[0])
+
+        def record(query: Any, key: Any, probs: Any, mask: Any, scale: float, layer: int = layer) -> None:
+            seq = query.shape[-2]
+            mask2 = torch.zeros(seq, seq, dtype=torch.float64) if mask is None else mask[0, 0].detach()
+            store[layer] = _Pattern(query[0].detach(), key[0].detach(), mask2.double().cpu(), scale, probs)
+
+        _PROBES[id(module)] = record
+    previous = model.config._attn_implementation
+    model.config._attn_implementation = _PROBE
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = previous
+        for layer in range(arch.num_layers):
+            _PROBES.pop(id(get_path(model, arch.attn_out_path(layer).rsplit(".", 1)[0])), None)
+
+
+def _pattern_change_effect(
+    original: _Pattern, counterfactual: _Pattern, grad_probs: torch.Tensor | None
+) -> torch.Tensor:
+    """The QK fix's exact pattern term for every position p of one layer: `[seq]`, float64.
+
+    Patching the layer's input at p replaces query p and key p by the counterfactual's. Row p of every head is
+    recomputed with both; every other row t sees one key change, score[t, p] += scale * q_t . (k*_p - k_p), a
+    one-entry softmax change in closed form. Returns sum over heads, rows t and keys k of
+    dLD/dA[t, k] * (A_patched_p[t, k] - A[t, k]).
+    """
+    if grad_probs is None:
+        return torch.zeros(original.query.shape[-2], dtype=torch.float64)
+    q, k, scale = original.query.double().cpu(), original.key.double().cpu(), original.scale
+    q_cf, k_cf = counterfactual.query.double().cpu(), counterfactual.key.double().cpu()
+    mask, g = original.mask, grad_probs[0].double().cpu()
+    seq = q.shape[-2]
+    diag = torch.arange(seq)
+    scores = scale * q @ k.transpose(-1, -2) + mask
+    log_a = torch.log_softmax(scores, dim=-1)
+    a = log_a.exp()
+    # Row p: the patched query against the original keys, with key p patched too.
+    rows = scale * q_cf @ k.transpose(-1, -2) + mask
+    rows[:, diag, diag] = scale * (q_cf * k_cf).sum(-1) + mask[diag, diag]
+    row_effect = (g * (torch.softmax(rows, dim=-1) - a)).sum(-1)  # [heads, p]
+    # Rows t != p: A'[t, p] = A[t, p] e^d / (others + A[t, p] e^d), the other entries scaled by
+    # (1 - A')/(1 - A); the effect is (A'[t, p] - A[t, p]) * (g[t, p] - the A-weighted mean of g over the
+    # other keys).
+    shift = scale * q @ (k_cf - k).transpose(-1, -2)  # [heads, t, p]
+    ga = g * a
+    others, weighted = 1.0 - a, ga.sum(-1, keepdim=True) - ga
+    # At most one entry of a row exceeds 1/2; there 1 - A loses digits, so sum the other entries directly.
+    top = a.argmax(-1, keepdim=True)
+    others = others.scatter(-1, top, a.scatter(-1, top, 0.0).sum(-1, keepdim=True))
+    weighted = weighted.scatter(-1, top, ga.scatter(-1, top, 0.0).sum(-1, keepdim=True))
+    new = torch.sigmoid(log_a + shift - torch.log(others))
+    mean_others = torch.where(others > 0, weighted / others.clamp_min(1e-300), torch.zeros_like(others))
+    column = (new - a) * (g - mean_others)
+    column[:, diag, diag] = 0.0  # row p is counted above, with its query patched as well
+    return (row_effect + column.sum(-2)).sum(0)
+
+
 def attribution_sweep(
     model: Any,
     original: Any,
@@ -125,6 +276,8 @@ def attribution_sweep(
     positions: Any = None,
     heads: Any = None,
     warn_unsolved: bool = True,
+    qk_fix: bool = False,
+    grad_drop: bool = False,
 ) -> SweepResult:
     """Estimate every cell's patching effect on LD to first order: two forwards and one backward in all.
 
@@ -140,41 +293,65 @@ def attribution_sweep(
         positions: Token positions (default all).
         heads: Heads for "attention_heads" (default all).
         warn_unsolved: Warn (`UnsolvedPairWarning`) when the model's top-1 is wrong on either run.
+        qk_fix: AtP*'s QK fix (module docstring): the change of the patched layer's attention pattern computed
+            exactly. It changes residual-stream cells of decoder layers only; head and MLP cells come after
+            their layer's softmax and keep the plain estimate.
+        grad_drop: AtP*'s GradDrop (module docstring): up to one more backward pass per decoder layer;
+            `logit_diff` then holds LD_orig + sign(undropped estimate) * 1/(L-1) sum |per-drop estimate|.
+            Needs at least 2 decoder layers.
 
     Returns:
         A `SweepResult` shaped like the exact sweep's: `logit_diff` holds LD_orig + the estimated change,
         `normalized` is derived from it as in the exact sweep, `prob_cf` and `iia` are NaN (not estimable);
-        `definitions["method"]` says so.
+        `definitions["method"]` says which estimate it is.
 
     Raises:
-        CausalTracingError: Bad site or indices, unequal lengths, equal answers, training mode (before any
-            forward).
+        CausalTracingError: Bad site or indices, unequal lengths, equal answers, training mode, GradDrop on a
+            one-layer model (before any forward).
         debug.models.WeightsRequiredError: A served model.
     """
     started = time.perf_counter()
     plan = _plan(model, original, counterfactual, site, layers, positions, heads)
     hf, tokenizer, arch = plan.loaded.model, plan.loaded.tokenizer, plan.arch
+    if grad_drop and arch.num_layers < 2:
+        raise CausalTracingError(
+            "GradDrop needs at least 2 decoder layers (it divides by L - 1); use qk_fix alone"
+        )
     device = input_device(hf)
     kwargs = forward_kwargs(hf)
+    # The QK fix reads layer l's pattern for residual cells of decoder layers l (not the final residual).
+    qk_layers = (
+        [layer for layer in plan.layers if layer < arch.num_layers]
+        if qk_fix and site == "residual_stream"
+        else []
+    )
+    probe = _attention_probe if qk_layers else _no_probe
 
     cf_acts: dict[int, torch.Tensor] = {}
+    cf_patterns: dict[int, _Pattern] = {}
     handles = _capture(hf, arch, site, plan.layers, cf_acts)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), probe(hf, arch, cf_patterns):
             cf_logits = hf(input_ids=plan.pair.counterfactual_ids.to(device)[None], **kwargs).logits[0, -1]
     finally:
         for h in handles:
             h.remove()
 
     orig_acts: dict[int, torch.Tensor] = {}
+    patterns: dict[int, _Pattern] = {}
+    layer_inputs: dict[
+        int, torch.Tensor
+    ] = {}  # GradDrop: every decoder layer's input, and the final residual
     handles = _capture(hf, arch, site, plan.layers, orig_acts)
     # A leaf after the embedding puts every later activation in the graph even when the weights are frozen;
     # gradients are asked only for the activations, never accumulated into parameters.
     handles.append(
         hf.get_input_embeddings().register_forward_hook(lambda _m, _a, out: out.detach().requires_grad_(True))
     )
+    if grad_drop:
+        handles.extend(_capture(hf, arch, "residual_stream", list(range(arch.num_layers + 1)), layer_inputs))
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), probe(hf, arch, patterns):
             orig_logits = hf(input_ids=plan.pair.original_ids.to(device)[None], **kwargs).logits[0, -1]
     finally:
         for h in handles:
@@ -183,22 +360,141 @@ def attribution_sweep(
     answer = plan.pair.answer or answer_from_model(orig_logits.detach(), cf_logits, tokenizer)
     runs = (unpatched_run(orig_logits, answer, tokenizer), unpatched_run(cf_logits, answer, tokenizer))
     ld = orig_logits[answer.counterfactual_id].double() - orig_logits[answer.original_id].double()
-    grads = torch.autograd.grad(ld, [orig_acts[layer] for layer in plan.layers], allow_unused=True)
+    deltas = {layer: (cf_acts[layer][0] - orig_acts[layer][0].detach()).double() for layer in plan.layers}
+    num_layers = arch.num_layers
 
+    def estimate(site_grads: dict[int, Any], prob_grads: dict[int, Any]) -> np.ndarray:
+        cells = _cell_estimates(plan, deltas, site_grads)
+        for layer in qk_layers:
+            cells[plan.layers.index(layer)] += _qk_correction(
+                patterns[layer], cf_patterns[layer], prob_grads[layer], orig_acts[layer], deltas[layer]
+            )[plan.positions].numpy()
+        return cells
+
+    # One backward: dLD/da at every swept layer, dLD/dA of the patterns the QK fix reads, and for GradDrop
+    # dLD/dr at every layer input r^l.
+    inputs = list(range(num_layers + 1)) if grad_drop else []
+    wanted = [orig_acts[m] for m in plan.layers] + [patterns[m].probs for m in qk_layers]
+    wanted += [layer_inputs[m] for m in inputs]
+    grads = iter(
+        torch.autograd.grad(ld, wanted, allow_unused=True, retain_graph=bool(qk_layers) or grad_drop)
+    )
+    site_grads = {m: next(grads) for m in plan.layers}
+    prob_grads = {m: next(grads) for m in qk_layers}
+    input_grads = {m: next(grads) for m in inputs}
+    base = estimate(site_grads, prob_grads)
+    if grad_drop:
+        # Dropping layer l' removes the gradient that enters l''s residual contribution from r^(l'+1):
+        # u = dLD/dr^l' - dLD/dr^(l'+1), what the full gradient at r^l' carries beyond the skip path. By
+        # linearity, below r^l' every gradient loses the backward of u from r^l'; inside layer l' nothing
+        # is left; above it nothing changes. One backward per drop, each only from r^l' down. Drops of layers
+        # below every swept cell change none of them: those terms are `base`.
+        below = min(min(plan.layers), num_layers)
+        total = below * np.abs(base)
+        for drop in range(below, num_layers):
+            u = _minus(input_grads[drop], input_grads[drop + 1])
+            sites_below = [m for m in plan.layers if m < drop]
+            probs_below = [m for m in qk_layers if m < drop]
+            targets = [orig_acts[m] for m in sites_below] + [patterns[m].probs for m in probs_below]
+            lost = iter(
+                torch.autograd.grad(layer_inputs[drop], targets, u, retain_graph=True, allow_unused=True)
+                if targets and u is not None
+                else [None] * len(targets)
+            )
+            dropped_sites = {m: _minus(site_grads[m], next(lost)) for m in sites_below}
+            dropped_probs = {m: _minus(prob_grads[m], next(lost)) for m in probs_below}
+            for m in plan.layers:
+                if m == drop:
+                    # r^l' keeps its skip path (dLD/dr^(l'+1)); a head or MLP inside layer l' keeps nothing.
+                    dropped_sites[m] = input_grads[drop + 1] if site == "residual_stream" else None
+                elif m > drop:
+                    dropped_sites[m] = site_grads[m]
+            for m in qk_layers:
+                if m >= drop:
+                    dropped_probs[m] = None if m == drop else prob_grads[m]
+            total += np.abs(estimate(dropped_sites, dropped_probs))
+        final = np.where(base < 0, -1.0, 1.0) * total / (num_layers - 1)
+    else:
+        final = base
+    return _result(
+        plan, answer, runs, final, started, warn_unsolved, _method_sentence(plan, qk_layers, grad_drop)
+    )
+
+
+def _minus(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """a - b, with None (a gradient autograd found unused) as zero."""
+    if b is None:
+        return a
+    return -b if a is None else a - b
+
+
+@contextmanager
+def _no_probe(_model: Any, _arch: Any, _store: Any) -> Iterator[None]:
+    yield
+
+
+def _cell_estimates(
+    plan: SweepPlan, deltas: dict[int, torch.Tensor], grads: dict[int, torch.Tensor | None]
+) -> np.ndarray:
+    """(a* - a) . dLD/da per cell, `[layers, positions(, heads)]`, float64."""
     pos = torch.tensor(plan.positions)
     rows = []
-    for layer, grad in zip(plan.layers, grads):
-        act = orig_acts[layer][0].detach()
-        delta = (cf_acts[layer][0] - act).double()
+    for layer in plan.layers:
+        delta, grad = deltas[layer], grads[layer]
         grad = torch.zeros_like(delta) if grad is None else grad[0].double()
-        if site == "attention_heads":
-            shape = (delta.shape[0], arch.num_heads, arch.head_dim)
+        if plan.site == "attention_heads":
+            shape = (delta.shape[0], plan.arch.num_heads, plan.arch.head_dim)
             cell = (delta.view(shape) * grad.view(shape)).sum(-1)[pos][:, plan.heads]
         else:
             cell = (delta * grad).sum(-1)[pos]
         rows.append(cell.cpu().numpy())
-    estimate = np.stack(rows).astype(np.float64)
-    return _result(plan, answer, runs, estimate, started, warn_unsolved)
+    return np.stack(rows).astype(np.float64)
+
+
+def _qk_correction(
+    original: _Pattern,
+    counterfactual: _Pattern,
+    grad_probs: torch.Tensor | None,
+    layer_input: torch.Tensor,
+    delta: torch.Tensor,
+) -> torch.Tensor:
+    """Per position: the exact pattern term minus the plain estimate's linear term through that pattern."""
+    seq = delta.shape[0]
+    if grad_probs is None:
+        return torch.zeros(seq, dtype=torch.float64)
+    # d(sum dLD/dA * A)/da at every position: what the plain estimate's gradient carries through this pattern
+    # (query and key paths together); a local backward from the probabilities to the layer input.
+    (through,) = torch.autograd.grad(
+        original.probs, layer_input, grad_probs, retain_graph=True, allow_unused=True
+    )
+    linear = (
+        torch.zeros(seq, dtype=torch.float64) if through is None else (through[0].double() * delta).sum(-1)
+    )
+    return _pattern_change_effect(original, counterfactual, grad_probs) - linear.cpu()
+
+
+def _method_sentence(plan: SweepPlan, qk_layers: list[int], grad_drop: bool) -> str:
+    parts = [
+        "attribution: one counterfactual forward (activations cached), one original forward with gradients, "
+        "one backward for all cells"
+    ]
+    if qk_layers:
+        parts.append(
+            "AtP* QK fix: each residual cell's change of its layer's attention pattern computed exactly, "
+            "linearized from the pattern on"
+        )
+    elif plan.site != "residual_stream":
+        parts.append(f"no QK fix: {plan.site} cells come after their layer's softmax")
+    else:
+        parts.append("no QK fix")
+    if grad_drop:
+        parts.append(
+            "AtP* GradDrop: 1/(L-1) sum over decoder layers l' of |estimate with the gradient through l''s "
+            "residual contribution dropped|, signed as the undropped estimate (a magnitude: rank by |change|)"
+        )
+    else:
+        parts.append("no GradDrop")
+    return "; ".join(parts)
 
 
 def _result(
@@ -208,6 +504,7 @@ def _result(
     estimate: np.ndarray,
     started: float,
     warn_unsolved: bool,
+    method: str,
 ) -> SweepResult:
     original, counterfactual = runs
     notes = [answer.note] + ([plan.pair.target_note] if plan.pair.target_note else [])
@@ -239,10 +536,7 @@ def _result(
             "site": SITES[plan.site],
             "direction": _DIRECTION,
             "metrics": ATTRIBUTION_METRICS,
-            "method": (
-                "attribution: one counterfactual forward (activations cached), one original forward with "
-                "gradients, one backward for all cells; AtP* QK fix and GradDrop not applied"
-            ),
+            "method": method,
             "answer": answer.note,
         },
         model_id=str(getattr(plan.loaded, "model_id", "")),
@@ -286,7 +580,8 @@ def agreement(estimate: SweepResult, exact: SweepResult, top_k: int = 20) -> dic
         top_k: Cells counted by the recall.
 
     Returns:
-        `spearman`: Spearman rank correlation of the signed changes over all cells; `top_k_recall`: the
+        `spearman`: Spearman rank correlation of the signed changes over all cells; `spearman_abs`: the same
+        of |change| (how GradDrop's magnitudes are meant to be ranked); `top_k_recall`: the
         fraction of the `top_k` cells with the largest exact |change| that are also among the `top_k` with
         the largest estimated |change|; `sign_agreement`: the fraction of those exact top cells whose
         estimate has the exact change's sign; `cells` and `k` (top_k capped at the number of cells).
@@ -312,6 +607,7 @@ def agreement(estimate: SweepResult, exact: SweepResult, top_k: int = 20) -> dic
     recall = len(set(top_exact.tolist()) & set(_top(est, k).tolist())) / k
     return {
         "spearman": _spearman(est, ex),
+        "spearman_abs": _spearman(np.abs(est), np.abs(ex)),
         "top_k_recall": recall,
         "sign_agreement": float(np.mean(np.sign(est[top_exact]) == np.sign(ex[top_exact]))),
         "cells": float(est.size),
@@ -384,12 +680,14 @@ def verify_attribution(
     batch_size: int | None = None,
     reuse_prefix: bool | None = None,
     warn_unsolved: bool = True,
+    qk_fix: bool = False,
+    grad_drop: bool = False,
 ) -> AttributionCheck:
     """Attribute every cell, then patch the `top_k` cells with the largest estimated |LD change| exactly.
 
     Args:
-        model, original, counterfactual, site, layers, positions, heads, warn_unsolved: As in
-            `attribution_sweep`.
+        model, original, counterfactual, site, layers, positions, heads, warn_unsolved, qk_fix, grad_drop: As
+            in `attribution_sweep`.
         exact_sweep: The exact engine (`debug.causal.engine.sweep`); `sweep(..., method="attribution+verify")`
             passes it. It runs once per layer among the top cells, over that layer's top positions (and
             heads), a small superset of the top cells.
@@ -412,6 +710,8 @@ def verify_attribution(
         positions=positions,
         heads=heads,
         warn_unsolved=warn_unsolved,
+        qk_fix=qk_fix,
+        grad_drop=grad_drop,
     )
     effect = _effect(estimate)
     axes = [estimate.layers, estimate.positions] + ([estimate.heads] if estimate.heads is not None else [])
@@ -471,7 +771,8 @@ def run_method(method: str, *, exact_sweep: Callable[..., SweepResult], **kwargs
     """Run `sweep(..., method=method)` for a method other than "exact".
 
     Args:
-        method: "attribution" or "attribution+verify".
+        method: "attribution" (AtP), "atp*" (AtP with the QK fix and GradDrop), or either with "+verify" (its
+            `top_k` cells patched exactly: an `AttributionCheck`).
         exact_sweep: The exact engine, for verification.
         **kwargs: `sweep`'s arguments (model, original, counterfactual, site, layers, positions, heads,
             batch_size, progress, reuse_prefix, warn_unsolved, top_k).
@@ -481,12 +782,20 @@ def run_method(method: str, *, exact_sweep: Callable[..., SweepResult], **kwargs
     """
     if method not in METHODS or method == "exact":
         raise CausalTracingError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    estimator, _, verify = method.partition("+")
+    star = estimator == "atp*"
     top_k = kwargs.pop("top_k", 20)
     batch_size = kwargs.pop("batch_size", None)
     reuse_prefix = kwargs.pop("reuse_prefix", None)
-    kwargs.pop("progress", None)  # two forwards: nothing to show progress over
-    if method == "attribution":
-        return attribution_sweep(**kwargs)
+    kwargs.pop("progress", None)  # a few forwards and backwards: nothing to show progress over
+    if not verify:
+        return attribution_sweep(**kwargs, qk_fix=star, grad_drop=star)
     return verify_attribution(
-        **kwargs, exact_sweep=exact_sweep, top_k=top_k, batch_size=batch_size, reuse_prefix=reuse_prefix
+        **kwargs,
+        exact_sweep=exact_sweep,
+        top_k=top_k,
+        batch_size=batch_size,
+        reuse_prefix=reuse_prefix,
+        qk_fix=star,
+        grad_drop=star,
     )
