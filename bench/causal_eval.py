@@ -1,21 +1,21 @@
-"""Causal eval speed: the behavioural eval case vs the causal eval case on the same programs, side by side.
+"""Causal eval speed: each causal eval case vs its behavioural twin on the same programs, side by side.
 
-    python bench/causal_eval.py                       # embedded:binder, 16 lines, 2 hops, N = 10
-    python bench/causal_eval.py --num-seqs 20 --repeats 3
+    python bench/causal_eval.py                        # embedded:binder, N = 50 (make evals), all families
+    python bench/causal_eval.py --families binding --num-seqs 20 --repeats 3
 
-Every repeat times, in turn, on the same N binding programs (seeded like the eval cases):
+For each family (binding: 16 lines, 2 hops; range: 5 iterations; boolean: 4 assignments, the shapes of
+`evals/test_causal_*.py`), every repeat times, in turn, on the same N programs (seeded like the eval cases):
 
-* behavioural: `debug.plugin.evaluate.evaluate_case` - the variable-binding eval case as `pytest evals` runs
-  it (answer cache off, so every repeat scores afresh);
-* causal, batched: `debug.causal.evaluate.measure_binding_case` - the causal binding eval case as
-  `pytest evals -k causal_binding` runs it (all of a case's pairs in one `sweep_pairs` call), metrics and
-  heatmaps included;
-* causal, per pair: `binding_pairs` then one `sweep` per measured pair (the first pair over every
-  position, the others at their targets), the path the case took before `sweep_pairs`. It leaves out the
-  metrics and heatmaps the batched case includes, so the per-pair / batched ratio is, if anything, low;
-* sweeps only, batched: `binding_pairs` then one `sweep_pairs` call over the same pairs and positions.
+* behavioural: `debug.plugin.evaluate.evaluate_case` on the family's generator in query form, prompt
+  `{code}` - the behavioural eval case as `pytest evals` runs it (answer cache off, so every repeat scores
+  afresh);
+* causal: `debug.causal.evaluate.measure_eval_case` - the causal eval case as `pytest evals -k causal_...`
+  runs it without --num-seqs (every original answered, `SWEPT_PAIRS` pairs patched exactly at their
+  targets, one attribution map), metrics, lens, knockout and pictures included.
 
-Printed: medians over the repeats, the ratios, and the goal: causal (batched) <= 2x behavioural.
+Printed: medians over the repeats, the ratio per family and overall, the goal (causal <= 2x behavioural), and
+"map rho": the Spearman correlation of the attribution map with the exact effects at the first swept pair's
+targets (how far the drawn estimate can be trusted).
 """
 
 from __future__ import annotations
@@ -33,79 +33,39 @@ import torch
 from tabulate import tabulate
 
 from debug import DEFAULT_MODEL
-from debug.causal import sweep, sweep_pairs
-from debug.causal.architectures import resolve_architecture
-from debug.causal.evaluate import binding_pairs, measure_binding_case
-from debug.causal.inputs import prepare_inputs
+from debug.causal.evaluate import CAUSAL_FAMILIES, SWEPT_PAIRS, measure_eval_case
 from debug.models import load
 from debug.plugin import Case, Measurement, Task
 from debug.plugin.evaluate import Backend, evaluate_case
 
 GOAL = 2.0
+#: Family -> (seq_len, knobs) of its causal eval module's task.
+SHAPES: dict[str, tuple[int, dict[str, Any]]] = {
+    "binding": (16, {"num_hops": 2}),
+    "range": (5, {}),
+    "boolean": (4, {}),
+}
 
 
-def _measured(loaded: Any, args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
-    """The pairs the causal case sweeps (right both ways, else all with a counterfactual) and positions."""
-    pairs = binding_pairs(loaded, args.hops, args.seq_len, args.num_seqs, args.seed)
-    usable = [p for p in pairs if p.counterfactual is not None]
-    measured = [p for p in usable if p.robust] or usable
-    positions: list[Any] = [None]
-    for pair in measured[1:]:
-        targets = prepare_inputs(loaded.tokenizer, pair.original, pair.counterfactual).targets
-        positions.append(sorted(set(targets.values())))
-    return measured, positions
+def _case(args: argparse.Namespace, family: str, num_seqs: int) -> Case:
+    """The eval case both paths run: the causal module's generator and knobs, prompt `{code}`."""
+    generator, fixed = CAUSAL_FAMILIES[family]
+    seq_len, knobs = SHAPES[family]
+    task = Task(family, generator=generator, prompt="{code}", seq_lens=(seq_len,), knobs={**fixed, **knobs})
+    return Case(args.model, "bench", task, seq_len, num_seqs, args.seed, family)
 
 
-def behavioural(loaded: Any, args: argparse.Namespace) -> None:
-    """The variable-binding eval case on the bench's programs."""
-    task = Task(
-        "bench", generator="make_variable_binding_program", prompt="{code}", knobs={"num_hops": args.hops}
-    )
-    case = Case(args.model, "bench", task, args.seq_len, args.num_seqs, args.seed, "variable_binding")
+def behavioural(loaded: Any, case: Case) -> None:
+    """The behavioural eval case on the case's programs."""
     options = SimpleNamespace(no_cache=True, batch_size=None, max_new_tokens=None)
-    evaluate_case(Measurement("bench", "bench", "variable_binding"), case, loaded, Backend(options))
+    evaluate_case(Measurement("bench", "bench", case.family), case, loaded, Backend(options))
 
 
-def causal_batched(loaded: Any, args: argparse.Namespace, out_dir: str) -> None:
-    """The causal binding eval case, as the eval runs it."""
-    measure = Measurement("bench", "bench", "causal_binding")
-    measure_binding_case(
-        loaded,
-        measure,
-        hops=args.hops,
-        seq_len=args.seq_len,
-        num_seqs=args.num_seqs,
-        seed=args.seed,
-        out_dir=out_dir,
-    )
-
-
-def causal_per_pair(loaded: Any, args: argparse.Namespace) -> int:
-    """Pairs, then one sweep per pair; returns the forwards run."""
-    layers = range(resolve_architecture(loaded.model).num_layers + 1)
-    measured, positions = _measured(loaded, args)
-    forwards = 0
-    for pair, where in zip(measured, positions):
-        result = sweep(
-            loaded, pair.original, pair.counterfactual, layers=layers, positions=where, warn_unsolved=False
-        )
-        forwards += result.forwards
-    return forwards
-
-
-def sweeps_batched(loaded: Any, args: argparse.Namespace) -> int:
-    """Pairs, then one `sweep_pairs` call; returns the forwards run."""
-    layers = range(resolve_architecture(loaded.model).num_layers + 1)
-    measured, positions = _measured(loaded, args)
-    results = sweep_pairs(
-        loaded,
-        [(p.original, p.counterfactual) for p in measured],
-        layers=layers,
-        positions=positions,
-        warn_unsolved=False,
-    )
-    # Pairs of one block share its forwards: count each block once.
-    return sum({(r.forwards, round(r.seconds, 9)): r.forwards for r in results}.values())
+def causal(loaded: Any, case: Case, out_dir: str) -> Measurement:
+    """The causal eval case on the same programs, as the eval runs it without --num-seqs."""
+    measure = Measurement("bench", "bench", f"causal_{case.family}")
+    measure_eval_case(case, loaded, measure, family=case.family, out_dir=out_dir, num_seqs_given=False)
+    return measure
 
 
 def _timed(fn: Any, *args: Any) -> tuple[float, Any]:
@@ -119,68 +79,58 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--num-seqs", type=int, default=10, help="programs per case, N (default 10)")
-    parser.add_argument("--seq-len", type=int, default=16, help="assignment lines (default 16)")
-    parser.add_argument("--hops", type=int, default=2, help="query depth (default 2)")
+    parser.add_argument("--num-seqs", type=int, default=50, help="programs per case, N (default 50)")
+    parser.add_argument("--families", default=",".join(SHAPES), help="comma-separated (default all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median)")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats (median; default 1)")
     args = parser.parse_args(argv)
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
     if args.num_seqs < 1 or args.repeats < 1:
         parser.error("--num-seqs and --repeats take a positive integer")
+    if not families or any(f not in SHAPES for f in families):
+        parser.error(f"--families takes names from {', '.join(SHAPES)}")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     loaded = load(args.model, device=args.device)
 
+    rows, totals = [], [0.0, 0.0]
     with tempfile.TemporaryDirectory() as out_dir:
-        # Warm-up: first-trace and first-forward costs are paid before any clock starts.
-        small = argparse.Namespace(**{**vars(args), "num_seqs": 2, "seq_len": 4, "hops": min(args.hops, 4)})
-        behavioural(loaded, small)
-        causal_batched(loaded, small, out_dir)
-        causal_per_pair(loaded, small)
-        times: dict[str, list[float]] = {k: [] for k in ("behav", "batched", "per_pair", "sweeps")}
-        forwards = {}
-        for _ in range(args.repeats):
-            times["behav"].append(_timed(behavioural, loaded, args)[0])
-            times["batched"].append(_timed(causal_batched, loaded, args, out_dir)[0])
-            seconds, forwards["per_pair"] = _timed(causal_per_pair, loaded, args)
-            times["per_pair"].append(seconds)
-            seconds, forwards["sweeps"] = _timed(sweeps_batched, loaded, args)
-            times["sweeps"].append(seconds)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    measured, _ = _measured(loaded, args)
-    rows = [
-        ["behavioural case (evaluate_case)", f"{med['behav']:.2f}", "", "1.00x"],
-        [
-            "causal case, batched (measure_binding_case)",
-            f"{med['batched']:.2f}",
-            "",
-            f"{med['batched'] / med['behav']:.2f}x",
-        ],
-        [
-            "causal, per pair (binding_pairs + sweep per pair)",
-            f"{med['per_pair']:.2f}",
-            forwards["per_pair"],
-            f"{med['per_pair'] / med['behav']:.2f}x",
-        ],
-        [
-            "causal, sweeps batched (binding_pairs + sweep_pairs)",
-            f"{med['sweeps']:.2f}",
-            forwards["sweeps"],
-            f"{med['sweeps'] / med['behav']:.2f}x",
-        ],
-    ]
+        for family in families:
+            case = _case(args, family, args.num_seqs)
+            # Warm-up: first-trace and first-forward costs are paid before any clock starts.
+            warm = _case(args, family, 2)
+            behavioural(loaded, warm)
+            causal(loaded, warm, out_dir)
+            behav, caus = [], []
+            for _ in range(args.repeats):
+                behav.append(_timed(behavioural, loaded, case)[0])
+                seconds, measure = _timed(causal, loaded, case, out_dir)
+                caus.append(seconds)
+            b, c = statistics.median(behav), statistics.median(caus)
+            totals[0] += b
+            totals[1] += c
+            record = measure.to_record()
+            swept = record["metrics"].get("swept_pairs", {}).get("k", 0)
+            rho = record["info"].get("map_vs_exact_spearman")
+            rows.append([family, args.num_seqs, swept, f"{b:.2f}", f"{c:.2f}", f"{c / b:.2f}x", rho])
     device = loaded.model.get_input_embeddings().weight.device
     print(
-        f"{args.model} on {device.type} ({torch.get_num_threads()} threads), N = {args.num_seqs} programs, "
-        f"{args.seq_len} lines, {args.hops} hops, {len(measured)} pairs swept, median of {args.repeats}"
+        f"{args.model} on {device.type} ({torch.get_num_threads()} threads), N = {args.num_seqs} programs "
+        f"per case, SWEPT_PAIRS = {SWEPT_PAIRS}, median of {args.repeats}"
     )
-    print(tabulate(rows, headers=["path", "seconds", "forwards", "/ behavioural"]))
-    print(
-        f"\nper pair / batched sweeps: {med['per_pair'] / med['sweeps']:.2f}x; "
-        f"per pair / batched case: {med['per_pair'] / med['batched']:.2f}x"
-    )
-    ratio = med["batched"] / med["behav"]
+    headers = [
+        "family",
+        "programs",
+        "pairs patched",
+        "behavioural s",
+        "causal s",
+        "causal / behav",
+        "map rho",
+    ]
+    print(tabulate(rows, headers=headers))
+    ratio = totals[1] / totals[0]
     verdict = "met" if ratio <= GOAL else "not met"
-    print(f"goal: causal case <= {GOAL:.0f}x behavioural case; measured {ratio:.2f}x ({verdict})")
+    print(f"\nall families: causal {totals[1]:.2f} s, behavioural {totals[0]:.2f} s")
+    print(f"goal: causal cases <= {GOAL:.0f}x their behavioural twins; measured {ratio:.2f}x ({verdict})")
     return 0
 
 

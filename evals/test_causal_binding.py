@@ -1,6 +1,7 @@
 """Causal binding: where a model carries a bound value, measured by residual-stream activation patching.
 
-Run: `pytest evals -k causal_binding` (add `--model PATH_OR_ID`, `--num-seqs 20`).
+Run: `pytest evals -k causal_binding` (add `--model PATH_OR_ID`, `--num-seqs 20`). Without `--num-seqs` a case
+answers all its programs and patches `debug.causal.evaluate.SWEPT_PAIRS` (4) pairs; with it, every pair.
 
 Each case is one (model, hops): paper-style binding programs with that query depth, each with a counterfactual
 whose chain root constant changed. What is measured and recorded (effects per layer at each ref-depth target,
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from debug.causal.evaluate import measure_binding_case
+from debug.causal.evaluate import measure_eval_case
 from debug.plugin import Task
 
 FAMILY = "causal_binding"
@@ -30,18 +31,13 @@ TASKS = [
 ]
 
 
-def test_causal_binding(debug_case, debug_model, measure, tmp_path: Path):
+def test_causal_binding(debug_case, debug_model, measure, tmp_path: Path, request: pytest.FixtureRequest):
     hops = debug_case.task.knobs["num_hops"]
     if hops > debug_case.seq_len:
         pytest.skip(f"{hops} hops need at least {hops} lines (seq_len {debug_case.seq_len})")
-    results = measure_binding_case(
-        debug_model,
-        measure,
-        hops=hops,
-        seq_len=debug_case.seq_len,
-        num_seqs=debug_case.num_seqs,
-        seed=debug_case.seed,
-        out_dir=tmp_path,
+    given = request.config.getoption("--num-seqs") is not None
+    results = measure_eval_case(
+        debug_case, debug_model, measure, family="binding", out_dir=tmp_path, num_seqs_given=given
     )
     if not results:
         pytest.skip("no program pair of equal token length to patch (the samples say why)")

@@ -2,7 +2,8 @@
 
 Run: `pytest evals -k causal_boolean` (add `--model PATH_OR_ID`, `--num-seqs 20`). The programs are in
 query form for every model, as in `test_causal_binding.py` (`--prompt-form` does not select these cases).
-Without `--num-seqs` a case traces `debug.causal.evaluate.FAMILY_CASE_PROGRAMS` (8) programs.
+Without `--num-seqs` a case answers all its programs and patches `debug.causal.evaluate.SWEPT_PAIRS` (4)
+pairs.
 
 Each case is one (model, seq_len): `make_boolean_program` runs of `seq_len` boolean assignments in query
 form (`q = True`, `d = not q`, ..., `#w:`), each with a counterfactual whose root constant flipped (seeded,
@@ -12,7 +13,7 @@ the operands of the queried variable's line ("operand 1", "operand 2"), the quer
 What is measured and recorded (effects per layer at each target, a target x layer heatmap, IIA at the
 query, accuracy, robust and swept pairs with the reasons for skipped ones) is described in
 `debug.causal.evaluate`. A model that does not solve boolean programs (the binding-only default model) is
-still traced over all its pairs, and the case says so (`robust_pairs`, `measured_on`). Effects are
+still traced over its first pairs, and the case says so (`robust_pairs`, `measured_on`). Effects are
 measurements: nothing here fails on a low value.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from debug.causal.evaluate import measure_family_case
+from debug.causal.evaluate import measure_eval_case
 from debug.plugin import Task
 
 FAMILY = "causal_boolean"
@@ -40,7 +41,7 @@ TASKS = [
 
 def test_causal_boolean(debug_case, debug_model, measure, tmp_path: Path, request: pytest.FixtureRequest):
     given = request.config.getoption("--num-seqs") is not None
-    results = measure_family_case(
+    results = measure_eval_case(
         debug_case, debug_model, measure, family="boolean", out_dir=tmp_path, num_seqs_given=given
     )
     if not results:

@@ -125,15 +125,29 @@ def reference_sweep(
     return ld, prob, iia, float(clean[c_id] - clean[o_id]), float(corrupt[c_id] - corrupt[o_id])
 
 
-@pytest.mark.parametrize("reuse_prefix", [False, True], ids=["full", "prefix"])
+# (reuse_prefix, skip_layers): the one-pass sweep, each way of skipping work, and both.
+STRATEGIES = [(False, False), (True, False), (False, True), (True, True)]
+STRATEGY_IDS = ["full", "prefix", "skip", "prefix+skip"]
+
+
+@pytest.mark.parametrize(("reuse_prefix", "skip_layers"), STRATEGIES, ids=STRATEGY_IDS)
 @pytest.mark.parametrize("site", ["residual_stream", "attention_heads", "mlp"])
-def test_every_site_equals_the_hook_reference(loaded: LoadedModel, site: str, reuse_prefix: bool) -> None:
+def test_every_site_equals_the_hook_reference(
+    loaded: LoadedModel, site: str, reuse_prefix: bool, skip_layers: bool
+) -> None:
     n = resolve_architecture(loaded.model).num_layers
     layers = list(range(n + 1)) if site == "residual_stream" else list(range(n))
     heads = list(range(4)) if site == "attention_heads" else None
     # batch_size 7 splits the cells over several chunks, each mixing layers.
     result = sweep(
-        loaded, ORIGINAL, COUNTERFACTUAL, site=site, layers=layers, batch_size=7, reuse_prefix=reuse_prefix
+        loaded,
+        ORIGINAL,
+        COUNTERFACTUAL,
+        site=site,
+        layers=layers,
+        batch_size=7,
+        reuse_prefix=reuse_prefix,
+        skip_layers=skip_layers,
     )
     ld, prob, iia, ld_orig, ld_cf = reference_sweep(loaded, ORIGINAL, COUNTERFACTUAL, site, layers, heads)
     assert result.logit_diff.shape == ld.shape
@@ -143,7 +157,9 @@ def test_every_site_equals_the_hook_reference(loaded: LoadedModel, site: str, re
     np.testing.assert_allclose(result.counterfactual.logit_diff, ld_cf, atol=2e-5)
     np.testing.assert_allclose(result.normalized, (ld - ld_orig) / (ld_cf - ld_orig), atol=1e-4)
     assert (result.iia == iia).all()
-    assert result.forwards == 1 + -(-result.logit_diff.size // 7) + reuse_prefix
+    # Tiles may cut more chunks than the batch size alone; never fewer.
+    least = 1 + -(-result.logit_diff.size // 7) + reuse_prefix
+    assert result.forwards == least if not (reuse_prefix or skip_layers) else result.forwards >= least
 
 
 def test_residual_sanity_properties(loaded: LoadedModel) -> None:
@@ -311,7 +327,7 @@ def test_a_program_longer_than_the_context_is_refused_before_any_forward(
     def no_forward(*_: Any, **__: Any) -> None:
         raise AssertionError("a forward ran")
 
-    monkeypatch.setattr(engine, "cache_counterfactual", no_forward)
+    monkeypatch.setattr(engine, "_cache_forward", no_forward)
     monkeypatch.setattr(engine, "_original_kv", no_forward)
     original, counterfactual = binding_pair(200, 2, 0, loaded.tokenizer)  # 803 tokens; the models take 512
     with pytest.raises(CausalTracingError, match=r"is 803 tokens but .* takes at most 512"):
@@ -343,19 +359,30 @@ def _assert_same(batched: SweepResult, alone: SweepResult) -> None:
     assert (batched.tokens, batched.targets, batched.answer) == (alone.tokens, alone.targets, alone.answer)
 
 
-@pytest.mark.parametrize("reuse_prefix", [False, True], ids=["full", "prefix"])
+@pytest.mark.parametrize(("reuse_prefix", "skip_layers"), STRATEGIES, ids=STRATEGY_IDS)
 @pytest.mark.parametrize("site", ["residual_stream", "attention_heads", "mlp"])
-def test_sweep_pairs_equals_one_sweep_per_pair(loaded: LoadedModel, site: str, reuse_prefix: bool) -> None:
-    layers = [0, 1]
+def test_sweep_pairs_equals_one_sweep_per_pair(
+    loaded: LoadedModel, site: str, reuse_prefix: bool, skip_layers: bool
+) -> None:
+    n = resolve_architecture(loaded.model).num_layers
+    layers = list(range(n + 1)) if site == "residual_stream" else list(range(n))
     # batch_size 40 > the cells of one pair for heads at 2 positions, < for the others: chunks mix pairs
     # in some cases and split a pair in others.
     positions = [[2, 13], None, [2, 6], None] if site == "attention_heads" else None
     batched = sweep_pairs(
-        loaded, PAIRS, site=site, layers=layers, positions=positions, batch_size=40, reuse_prefix=reuse_prefix
+        loaded,
+        PAIRS,
+        site=site,
+        layers=layers,
+        positions=positions,
+        batch_size=40,
+        reuse_prefix=reuse_prefix,
+        skip_layers=skip_layers,
     )
     assert len(batched) == len(PAIRS)
     wheres = positions or [None] * len(PAIRS)
     for (original, counterfactual), where, got in zip(PAIRS, wheres, batched):
+        # Against the one-pass sweep of one pair: every layer runs for every row.
         alone = sweep(
             loaded,
             original,
@@ -364,7 +391,8 @@ def test_sweep_pairs_equals_one_sweep_per_pair(loaded: LoadedModel, site: str, r
             layers=layers,
             positions=where,
             batch_size=7,
-            reuse_prefix=reuse_prefix,
+            reuse_prefix=False,
+            skip_layers=False,
         )
         _assert_same(got, alone)
 
@@ -414,7 +442,7 @@ def test_sweep_pairs_bad_input_is_refused_before_any_forward(loaded: LoadedModel
     def no_forward(*_: Any, **__: Any) -> None:
         raise AssertionError("a forward ran")
 
-    monkeypatch.setattr(engine, "cache_counterfactual", no_forward)
+    monkeypatch.setattr(engine, "_cache_forward", no_forward)
     bad = (ORIGINAL, Program("a=10\nb=a\nc=7\n#b:", 10))
     with pytest.raises(CausalTracingError, match="15 tokens and counterfactual 16"):
         sweep_pairs(loaded, [PAIRS[0], bad])
@@ -427,3 +455,136 @@ def test_a_served_model_is_refused_in_one_line() -> None:
     with pytest.raises(WeightsRequiredError, match="a patching sweep needs the model's weights") as caught:
         sweep("openai:m@http://127.0.0.1:9/v1", ORIGINAL, COUNTERFACTUAL)
     assert "\n" not in str(caught.value)
+
+
+# ---- skipping what a patch cannot change ----
+
+
+@pytest.fixture(scope="module", params=["qwen3", "gpt2"])
+def deeper(request: pytest.FixtureRequest) -> LoadedModel:
+    """A random 4-layer model of each family: chunks that start at layers 1, 2, 3 and the final residual."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from debug.tokenizer import build_char_tokenizer
+    from debug.train import build_decoder
+
+    tok = build_char_tokenizer()
+    torch.manual_seed(1)
+    if request.param == "qwen3":
+        model = build_decoder(tok, layers=4, hidden=32, heads=4, kv_heads=2, intermediate=64)
+    else:
+        config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=4, n_head=4, n_positions=64)
+        model = GPT2LMHeadModel(config)
+    return LoadedModel(model.float().eval(), tok, f"deeper {request.param}", "test")
+
+
+@pytest.mark.parametrize("reuse_prefix", [False, True], ids=["skip", "prefix+skip"])
+@pytest.mark.parametrize("site", ["residual_stream", "attention_heads", "mlp"])
+def test_fine_tiles_equal_the_hook_reference_and_the_one_pass_sweep(
+    deeper: LoadedModel, site: str, reuse_prefix: bool, monkeypatch
+) -> None:
+    # A forward that costs nothing beyond its arithmetic: the CPU plan cuts the finest tiles it may.
+    monkeypatch.setattr(engine, "FORWARD_SECONDS", (0.0, 0.0))
+    layers = [0, 1, 2, 3, 4] if site == "residual_stream" else [0, 1, 2, 3]
+    heads = [0, 3] if site == "attention_heads" else None
+    kwargs = dict(site=site, layers=layers, heads=heads, warn_unsolved=False)
+    skipped = sweep(deeper, ORIGINAL, COUNTERFACTUAL, reuse_prefix=reuse_prefix, skip_layers=True, **kwargs)
+    one_pass = sweep(deeper, ORIGINAL, COUNTERFACTUAL, reuse_prefix=False, skip_layers=False, **kwargs)
+    assert skipped.forwards >= one_pass.forwards + 3  # a chunk per layer band at least, not one chunk
+    _assert_same(skipped, one_pass)
+    ld, prob, iia, _, _ = reference_sweep(deeper, ORIGINAL, COUNTERFACTUAL, site, layers, heads)
+    np.testing.assert_allclose(skipped.logit_diff, ld, atol=2e-5)
+    np.testing.assert_allclose(skipped.prob_cf, prob, atol=1e-6)
+    assert (skipped.iia == iia).all()
+
+
+def test_layers_below_a_chunk_never_run(deeper: LoadedModel) -> None:
+    arch = resolve_architecture(deeper.model)
+    tokens: list[int] = []
+    mlp = get_path(deeper.model, arch.mlp_path(1))
+    handle = mlp.register_forward_hook(lambda m, args, out: tokens.append(out.shape[0] * out.shape[1]))
+    try:
+        n = len(ORIGINAL.text)  # one token per character
+        sweep(deeper, ORIGINAL, COUNTERFACTUAL, layers=[2, 3], reuse_prefix=False, warn_unsolved=False)
+        assert tokens == [2 * n]  # the cache forward alone: no patched row runs layer 1
+        tokens.clear()
+        sweep(deeper, ORIGINAL, COUNTERFACTUAL, layers=[2, 3], reuse_prefix=False, skip_layers=False)
+        assert sum(tokens) == 2 * n + 2 * n * n  # every patched row runs it
+    finally:
+        handle.remove()
+
+
+def test_tiles_cover_every_row_once_and_chunks_stay_in_one_tile() -> None:
+    grid = torch.cartesian_prod(torch.arange(3), torch.arange(5), torch.arange(10))  # pair, layer, position
+    rows = torch.cat([grid[:, :1], torch.arange(len(grid))[:, None], grid[:, 1:]], dim=1).numpy()
+    order, bounds = engine._tile_order(rows, seq_len=10, size=4, bands=(2, 3))
+    assert sorted(order.tolist()) == list(range(len(rows)))
+    assert [a for a, _ in bounds] == [0] + [b for _, b in bounds[:-1]] and bounds[-1][1] == len(rows)
+    for a, b in bounds:
+        chunk = rows[order[a:b]]
+        assert 1 <= b - a <= 4
+        layer_band = np.unique(np.searchsorted([0, 3], chunk[:, 2], side="right"))  # layers 0-2 | 3-4
+        assert len(layer_band) == 1 and len(np.unique(chunk[:, 3] * 3 // 10)) == 1
+
+
+# ---- remote execution (nnsight's NDIF path; "local" runs the serialized requests here) ----
+
+
+@pytest.fixture(scope="module")
+def qwen3(tiny_qwen3_dir: Path) -> LoadedModel:
+    return _loaded(tiny_qwen3_dir)
+
+
+@pytest.mark.parametrize("site", ["residual_stream", "attention_heads"])
+def test_remote_local_equals_the_local_sweep(qwen3: LoadedModel, site: str) -> None:
+    kwargs = dict(site=site, layers=[0, 2] if site == "residual_stream" else [1], batch_size=16)
+    if site == "attention_heads":
+        kwargs["positions"] = [2, 6, 9]
+    kwargs["warn_unsolved"] = False
+    # The remote path skips layers as the local default does: nnsight serializes `.skip` like any edit.
+    remote = sweep_pairs(qwen3, PAIRS[:2], remote="local", **kwargs)
+    local = sweep_pairs(qwen3, PAIRS[:2], reuse_prefix=False, skip_layers=False, **kwargs)
+    assert remote[0].forwards == local[0].forwards  # no key/value run, one layer band: the same chunks
+    for got, alone in zip(remote, local):
+        _assert_same(got, alone)
+
+
+def test_remote_without_a_key_or_a_hub_model_is_one_line_before_any_forward(
+    qwen3: LoadedModel, monkeypatch
+) -> None:
+    import nnsight
+
+    def no_forward(*_: Any, **__: Any) -> None:
+        raise AssertionError("a forward ran")
+
+    monkeypatch.setattr(engine, "_cache_forward", no_forward)
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", None)
+    with pytest.raises(
+        CausalTracingError, match="remote=True needs an NDIF API key: set NDIF_API_KEY"
+    ) as caught:
+        sweep(qwen3, ORIGINAL, COUNTERFACTUAL, remote=True)
+    assert "\n" not in str(caught.value)
+    monkeypatch.setenv("NDIF_API_KEY", "test-key")
+    with pytest.raises(CausalTracingError, match="is a local folder or an embedded model"):
+        sweep(qwen3, ORIGINAL, COUNTERFACTUAL, remote=True)  # a save_pretrained folder
+    with pytest.raises(CausalTracingError, match="is a local folder or an embedded model"):
+        sweep("embedded:binder", ORIGINAL, COUNTERFACTUAL, remote=True)
+    with pytest.raises(CausalTracingError, match="remote must be False, True"):
+        sweep(qwen3, ORIGINAL, COUNTERFACTUAL, remote="ndif")
+    with pytest.raises(CausalTracingError, match="pass reuse_prefix=False with remote"):
+        sweep(qwen3, ORIGINAL, COUNTERFACTUAL, remote="local", reuse_prefix=True)
+
+
+def test_debug_patch_remote_ndif_without_a_key_stops_in_one_line(monkeypatch, capsys) -> None:
+    import nnsight
+
+    from debug.causal.cli import main_patch
+
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", None)
+    assert main_patch(["--remote", "ndif", "--model", "Qwen/Qwen3-0.6B"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("debug patch: remote=True needs an NDIF API key") and err.count("\n") == 1
+    assert main_patch(["--remote", "local", "--method", "lens"]) == 2
+    assert "--remote runs --method sweep only" in capsys.readouterr().err

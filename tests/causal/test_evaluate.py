@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 import debug.causal.evaluate as evaluate
-from debug.causal.evaluate import NO_COUNTERFACTUAL, WRONG_WAY, measure_binding_case
+from debug.causal.evaluate import (
+    NO_COUNTERFACTUAL,
+    NOT_SAMPLED,
+    SWEPT_PAIRS,
+    WRONG_WAY,
+    attribution_map,
+    causal_pairs,
+    measure_binding_case,
+    measure_eval_case,
+)
 from debug.causal.inputs import CausalTracingError
 from debug.models import load
+from debug.plugin import Task
 
 
 class FakeMeasure:
@@ -41,8 +53,29 @@ def loaded(tiny_qwen3_dir: Path):
     return load(str(tiny_qwen3_dir), device="cpu")
 
 
-def test_every_program_gets_a_sample_and_skipped_pairs_say_why(loaded, monkeypatch, tmp_path: Path) -> None:
-    real_counterfactual, real_answers = evaluate.create_counterfactual_program, evaluate.teacher_forced
+@pytest.fixture
+def asked(monkeypatch) -> list[int]:
+    """Counts the programs each teacher-forced call answers; right on all but the first program's original."""
+    real = evaluate.teacher_forced
+    sizes: list[int] = []
+    first: list[str] = []
+
+    def answers(model, tokenizer, programs):
+        sizes.append(len(programs))
+        first.extend([programs[0].text] if not first else [])
+        out = real(model, tokenizer, programs)
+        # Right everywhere except the case's first original: one pair right both ways is missing.
+        return [
+            ([a[0] + 1] if p.text == first[0] and len(sizes) == 1 else a, a)
+            for p, (_, a) in zip(programs, out)
+        ]
+
+    monkeypatch.setattr(evaluate, "teacher_forced", answers)
+    return sizes
+
+
+def test_every_program_gets_a_sample_and_skipped_pairs_say_why(loaded, asked, monkeypatch, tmp_path) -> None:
+    real_counterfactual = evaluate.create_counterfactual_program
     programs: list[str] = []
 
     def counterfactual(program, seed, tokenizer=None):
@@ -51,24 +84,90 @@ def test_every_program_gets_a_sample_and_skipped_pairs_say_why(loaded, monkeypat
             raise ValueError("no replacement keeps the token length")
         return real_counterfactual(program, seed, tokenizer=tokenizer)
 
-    def answers(model, tokenizer, asked):
-        # Right on everything but the first original: one pair right both ways is missing, as in hops-4.
-        out = real_answers(model, tokenizer, asked)
-        return [(answer if i else [answer[0] + 1], answer) for i, (_, answer) in enumerate(out)]
-
     monkeypatch.setattr(evaluate, "create_counterfactual_program", counterfactual)
-    monkeypatch.setattr(evaluate, "teacher_forced", answers)
     measure = FakeMeasure()
-    results = measure_binding_case(loaded, measure, hops=2, seq_len=5, num_seqs=5, seed=0, out_dir=tmp_path)
+    results = measure_binding_case(
+        loaded, measure, hops=2, seq_len=5, num_seqs=5, seed=0, out_dir=tmp_path, max_pairs=None
+    )
     assert len(measure.records) == 5 and len(results) == 3
+    assert asked == [5, 4]  # every original, then every counterfactual
     assert [r["swept"] for r in measure.records] == [False, False, True, True, True]
     assert [r["skipped"] for r in measure.records] == [WRONG_WAY, NO_COUNTERFACTUAL, None, None, None]
     assert measure.records[1]["why"] == "no replacement keeps the token length"
     assert measure.metrics["swept_pairs"] == {"value": 3 / 5, "k": 3, "n": 5}
     assert measure.metrics["robust_pairs"]["k"] == 3 and measure.metrics["robust_pairs"]["n"] == 4
+    assert measure.metrics["accuracy"]["k"] == 3 and measure.metrics["accuracy"]["n"] == 4
     assert measure.facts["skipped_pairs"] == 2
     assert measure.facts["skipped_why"] == f"1 {WRONG_WAY}; 1 {NO_COUNTERFACTUAL}"
     assert measure.images == ["layer x token", "by ref depth"]
+    assert "attribution" in measure.facts["map_method"]
+
+
+def test_max_pairs_bounds_the_counterfactuals_answered_and_the_pairs_patched(loaded, asked, tmp_path) -> None:
+    measure = FakeMeasure()
+    results = measure_binding_case(
+        loaded, measure, hops=1, seq_len=4, num_seqs=6, seed=1, out_dir=tmp_path, max_pairs=1
+    )
+    usable = [r for r in measure.records if r["counterfactual"] is not None]
+    assert asked == [6, 2]  # all originals answered; the counterfactuals of 2 x max_pairs candidates
+    assert len(results) == 1 and sum(r["swept"] for r in measure.records) == 1
+    # The first original is answered wrong, so the candidates start at the second program.
+    assert measure.records[0]["counterfactual_correct"] is None and measure.records[0]["swept"] is False
+    assert sum(r["counterfactual_correct"] is not None for r in usable) == 2
+    assert measure.metrics["robust_pairs"]["n"] == 2
+    assert measure.metrics["accuracy"]["n"] == len(usable)
+    assert {r["skipped"] for r in usable if not r["swept"]} == {NOT_SAMPLED}
+    # Only the targets are patched, at every layer and the final residual.
+    result = results[0]
+    assert sorted(result.positions) == sorted(set(result.targets.values()))
+    assert len(result.layers) == loaded.model.config.num_hidden_layers + 1
+
+
+def test_the_attribution_map_covers_every_cell_and_is_compared_with_the_exact_targets(loaded) -> None:
+    pairs = causal_pairs(loaded, "binding", 4, 2, 0, num_hops=1)
+    pair = next(p for p in pairs if p.counterfactual is not None)
+    exact = evaluate._sweep_targets(loaded, [pair])[pair.index]
+    estimate, rho = attribution_map(loaded, pair, exact)
+    assert estimate.positions == list(range(len(estimate.tokens)))
+    assert estimate.layers == exact.layers
+    assert rho is None or -1.0 <= rho <= 1.0
+    assert "attribution" in str(estimate.definitions.get("method", "")).lower()
+
+
+def test_a_range_case_draws_the_map_and_the_exact_target_by_layer_heatmap(loaded, tmp_path) -> None:
+    measure = FakeMeasure()
+    results = evaluate.measure_causal_case(
+        loaded, measure, family="range", seq_len=3, num_seqs=4, seed=0, out_dir=tmp_path, max_pairs=1
+    )
+    assert len(results) == 1 and measure.metrics["swept_pairs"]["k"] == 1
+    assert measure.images == ["layer x token", "target x layer"]
+    assert "changed constant" in results[0].targets and "normalized/query/max" in measure.metrics
+
+
+def test_spearman_ranks_ties_and_constants() -> None:
+    a = np.array([0.1, 0.5, 0.3, 0.9])
+    assert evaluate._spearman(a, a * 10) == pytest.approx(1.0)
+    assert evaluate._spearman(a, -a) == pytest.approx(-1.0)
+    assert evaluate._spearman(a, np.ones(4)) is None
+    assert evaluate._ranks(np.array([2.0, 1.0, 2.0])).tolist() == [1.5, 0.0, 1.5]
+
+
+def test_an_eval_case_patches_swept_pairs_unless_num_seqs_is_given(monkeypatch, tmp_path) -> None:
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(evaluate, "measure_causal_case", lambda *a, **kw: seen.append(kw) or [])
+    task = Task("t", generator="make_range_program", prompt="{code}", knobs={"query": True, "step": 2})
+    case = SimpleNamespace(task=task, seq_len=5, num_seqs=50, seed=3)
+    for given in (False, True):
+        measure_eval_case(case, None, None, family="range", out_dir=tmp_path, num_seqs_given=given)
+    assert [kw["max_pairs"] for kw in seen] == [SWEPT_PAIRS, None]
+    assert seen[0]["knobs"] == {"step": 2} and seen[0]["num_seqs"] == 50  # the same programs as the twin
+
+
+def test_max_pairs_below_one_is_refused_before_any_work(tmp_path) -> None:
+    with pytest.raises(ValueError, match="max_pairs must be a positive integer"):
+        measure_binding_case(
+            None, FakeMeasure(), hops=1, seq_len=4, num_seqs=2, seed=0, out_dir=tmp_path, max_pairs=0
+        )
 
 
 def test_a_case_longer_than_the_context_is_refused_before_any_forward(loaded, monkeypatch, tmp_path):

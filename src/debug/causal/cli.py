@@ -13,18 +13,16 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-import numpy as np
-
 from debug._util.figures import save_figure
 from debug._util.files import atomic_write_json, timestamped_dir
 from debug._util.jsonable import jsonable
 from debug.causal.architectures import UnsupportedArchitectureError, resolve_architecture
 from debug.causal.das import das_by_layer, plot_das
-from debug.causal.engine import SITES
+from debug.causal.engine import SITES, check_remote
 from debug.causal.knockout import knockout_by_layer, plot_knockout
 from debug.causal.lens import logit_lens, plot_logit_lens
 from debug.causal.pairs import MAX_SEED, binding_pair, binding_program, check_program_fits, find_robust_seeds
-from debug.causal.path_patching import path_patch_heads, plot_path_patching
+from debug.causal.path_patching import path_patch_heads, path_patch_hops, plot_path_patching
 from debug.causal.result import UnsolvedPairWarning
 from debug.causal.runner import RESULTS_DIR, CausalExperimentRunner
 from debug.models import DEFAULT_MODEL, load
@@ -43,6 +41,8 @@ MAX_DIM = 1 << 16
 MAX_STEPS = 100_000
 #: `debug patch --method` choices: the patching sweep, then the knockout, lens, das and path_patching modules.
 METHODS = ["sweep", "knockout", "lens", "das", "path"]
+#: `debug patch --remote` choices -> `sweep(..., remote=...)`.
+REMOTE = {"off": False, "local": "local", "ndif": True}
 
 
 class BoundedInt:
@@ -135,10 +135,24 @@ def build_patch_parser() -> argparse.ArgumentParser:
         help="path: receivers of every sender head",
     )
     parser.add_argument(
+        "--sender-positions",
+        default=None,
+        help="path: where each sender head is patched: 'hops' (each chain line, one panel per hop; use "
+        "--receivers later) or comma-separated ints / target labels / line:<target>; omitted: every "
+        "position",
+    )
+    parser.add_argument(
         "--batch-size",
         type=BoundedInt(1, MAX_BATCH_SIZE),
         default=None,
         help="cells per forward (None: sized from free memory)",
+    )
+    parser.add_argument(
+        "--remote",
+        default="off",
+        choices=sorted(REMOTE),
+        help="sweep: where the forwards run; ndif: nnsight's remote execution (a hub model id and an NDIF "
+        "API key: NDIF_API_KEY or nnsight's config), local: the same serialized requests run here",
     )
     parser.add_argument(
         "--results-dir", default=str(RESULTS_DIR), help="where the timestamped run folder goes"
@@ -188,12 +202,17 @@ def main_patch(argv: Sequence[str] | None = None) -> int:
         with a one-line warning on stderr.
     """
     args = build_patch_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    remote = REMOTE[args.remote]
     if args.method != "sweep":
+        if remote:
+            print(f"debug patch: --remote runs --method sweep only, not {args.method}", file=sys.stderr)
+            return 2
         return _main_method(args)
     runner = CausalExperimentRunner(args.results_dir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnsolvedPairWarning)
         try:
+            check_remote(args.model, remote, None)  # no key, or no hub model: one line before loading
             loaded = load(args.model)
             results = runner.run_intervention_experiment(
                 loaded,
@@ -202,6 +221,7 @@ def main_patch(argv: Sequence[str] | None = None) -> int:
                 seq_len=args.seq_len,
                 rng_seed=args.rng_seed,
                 batch_size=args.batch_size,
+                remote=remote,
             )
         except (OSError, ValueError, UnsupportedArchitectureError) as exc:
             print(f"debug patch: {exc}", file=sys.stderr)
@@ -287,13 +307,18 @@ def _run_method(loaded: Any, args: argparse.Namespace) -> tuple[Any, Any, list[s
             for r in results
         ]
         return {"method": "das", "by_layer": [r.to_dict() for r in results]}, plot_das(results), lines
-    result = path_patch_heads(loaded, pairs[0], args.receivers)
-    order = np.argsort(-np.nan_to_num(result.normalized, nan=-np.inf))[:5]
+    if args.sender_positions == "hops":
+        result = path_patch_hops(loaded, pairs[0], args.receivers)
+    else:
+        spec = None if args.sender_positions is None else _split_positions(args.sender_positions)
+        result = path_patch_heads(loaded, pairs[0], args.receivers, sender_positions=spec)
     lines = [f"strongest sender heads (receivers {args.receivers!r}), normalized effect:"]
-    lines += [
-        f"  layer {result.senders[i][0]} head {result.senders[i][1]}: {result.normalized[i]:+.3f}"
-        for i in order
-    ]
+    for label in dict.fromkeys(result.position_labels):
+        lines.append(f" sender at {label}:")
+        lines += [
+            f"  layer {layer} head {head}: {value:+.3f}"
+            for layer, head, value in result.top_senders(label, 5)
+        ]
     return result.to_dict(), plot_path_patching(result), lines
 
 

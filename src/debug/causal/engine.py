@@ -16,20 +16,28 @@ Definitions (also returned in `SweepResult.definitions`):
 Speed: the counterfactual's activations come from one forward; then each chunk of cells is one forward with
 one row per cell, keeping only the last position's logits. A cell never gets its own trace. `sweep_pairs`
 does the same for many pairs at once: rows are (pair, cell), so pairs of equal token length share forwards.
+A patch at (layer l, position p) cannot change layers below l or positions before p, so a chunk whose cells
+sit at layers >= l starts there (`skip_layers`: decoder layers below l are skipped with nnsight's
+`.skip`, layer l fed the unpatched run's residual) and, with `reuse_prefix`, runs only its tokens from p on
+over the unpatched key/value cache. Rows are sorted into (layer band x position band) tiles so each chunk
+starts late in both.
 
 `sweep` is `sweep_pairs` over one pair. It runs as named steps: `plan_pair` (`debug.causal.plan`: check and
 encode each pair, no forward), `_blocks` (group pairs by token length into blocks of about `batch_size`
-rows), then per block `_cache_block` (the counterfactual cache run), `_use_prefix` (optional prefix
-key/value cache and row order), `_patch_block` (the patched forwards) and `_result`.
+rows), then per block `_use_prefix` (optional prefix key/value cache), `_plan_chunks` (row order and
+chunks), `_cache_block` (the counterfactual cache run, with the originals' residual at each chunk's first
+layer), `_patch_block` (the patched forwards) and `_result`.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +66,7 @@ __all__ = [
     "SITES",
     "auto_batch_size",
     "cache_counterfactual",
+    "check_remote",
     "forward_kwargs",
     "resolve_model",
     "sweep",
@@ -76,13 +85,19 @@ METRICS = (
 
 
 def auto_batch_size(model: torch.nn.Module, arch: Architecture, seq_len: int) -> int:
-    """Rows per patched forward: a quarter of free GPU memory, or 1 GiB on CPU, over a rough per-row cost."""
+    """Rows per patched forward: a quarter of free GPU memory, or 32 MiB on CPU, over a rough per-row cost.
+
+    The CPU budget is small on purpose: on a shared 2-core CPU the one-pass sweep of the embedded binder
+    (1,072 cells) took 36.8 s in chunks of 80 rows (this budget) and 83.1 s in chunks of 1,024 (a 1 GiB
+    budget), in `bench/patching.py` runs minutes apart: activations that stay in the caches count for more
+    than fewer forwards.
+    """
     device = input_device(model)
     elem = next(model.parameters()).element_size()
     inter = int(getattr(model.config, "intermediate_size", None) or 4 * arch.hidden_size)
     # Activations alive at once per row: a few residual-width tensors, the MLP's wide ones, attention scores.
     per_row = seq_len * (8 * arch.hidden_size + 3 * inter + arch.num_heads * seq_len) * elem
-    budget = torch.cuda.mem_get_info(device)[0] // 4 if device.type == "cuda" else 1 << 30
+    budget = torch.cuda.mem_get_info(device)[0] // 4 if device.type == "cuda" else 32 << 20
     return int(max(1, min(1024, budget // max(per_row, 1))))
 
 
@@ -115,23 +130,50 @@ def cache_counterfactual(
         leading `[pairs]` axis for a list; `[2 * pairs, vocab]` float32 last-position logits of each pair's
         original and counterfactual run).
     """
+    many = not isinstance(pair, PairedInputs)
+    cache, _, logits = _cache_forward(nn, arch, site, list(pair) if many else [pair], layers, [], kwargs)
+    return (cache if many else {layer: act[0] for layer, act in cache.items()}), logits
+
+
+def _cache_forward(
+    nn: Any,
+    arch: Architecture,
+    site: str,
+    items: list[PairedInputs],
+    layers: list[int],
+    residual_layers: list[int],
+    kwargs: dict[str, Any],
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], torch.Tensor]:
+    """`cache_counterfactual` over a list of pairs, also keeping the originals' residual at `residual_layers`.
+
+    Returns:
+        (layer -> `[pairs, seq, ...]` counterfactual activations, layer -> `[pairs, seq, hidden]` unpatched
+        originals' residual stream entering that layer, `[2 * pairs, vocab]` logits).
+    """
     import nnsight  # deferred: nnsight (and its torch extensions) cost seconds to import
 
-    many = not isinstance(pair, PairedInputs)
-    items = list(pair) if many else [pair]
     device = input_device(nn._module)
     batch = torch.stack([ids for p in items for ids in (p.original_ids, p.counterfactual_ids)]).to(device)
+    wanted, keep = set(layers), set(residual_layers)
     with torch.no_grad(), nn.trace(input_ids=batch, **kwargs):
         acts = nnsight.save([])
-        for layer in layers:  # forward order
-            acts.append(_read(get_path(nn, site_path(arch, site, layer)), site)[1::2].clone())
+        kept = nnsight.save([])
+        for layer in sorted(wanted | keep):  # forward order: a layer's input comes before its modules
+            if layer in keep:
+                hidden = get_path(nn, site_path(arch, "residual_stream", layer)).input
+                kept.append(hidden[0::2].clone())
+                if site == "residual_stream" and layer in wanted:  # the same tensor: read it once
+                    acts.append(hidden[1::2].clone())
+                    continue
+            if layer in wanted:
+                acts.append(_read(get_path(nn, site_path(arch, site, layer)), site)[1::2].clone())
         logits = nnsight.save(nn.output.logits[:, -1].float())
     cache = {}
-    for layer, act in zip(layers, acts):
+    for layer, act in zip(sorted(wanted), acts):
         if site == "attention_heads":
             act = act.view(*act.shape[:2], arch.num_heads, arch.head_dim)
-        cache[layer] = act if many else act[0]
-    return cache, logits
+        cache[layer] = act
+    return cache, dict(zip(sorted(keep), kept)), logits
 
 
 def _patched_logits(
@@ -143,6 +185,7 @@ def _patched_logits(
     cache: dict[int, torch.Tensor],
     kwargs: dict[str, Any],
     prefix: tuple[int, dict[str, Any]] | None = None,
+    start_layer: tuple[int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One forward, row i = pair `cells[i, 0]`'s original with cell `cells[i, 2:]` patched.
 
@@ -150,11 +193,14 @@ def _patched_logits(
         input_ids: `[pairs, seq]` originals of the block's pairs.
         cells: `[rows, 4 or 5]` (pair in block, cell index, layer, position[, head]).
         cache: layer -> `[pairs, seq, ...]` counterfactual activations of the block's pairs.
+        prefix: `(start, cache_kwargs)`: only tokens from `start` on are run, on top of the unpatched runs'
+            key/value cache of the tokens before it (valid because no cell in the chunk sits before `start`).
+        start_layer: `(layer, [pairs, seq, hidden] unpatched residual entering it)`: decoder layers below
+            `layer` are skipped and `layer` starts from each row's pair's unpatched residual (valid because
+            no cell in the chunk sits below `layer`).
 
     Returns:
-        `[rows, vocab]` float32 last-position logits. With `prefix = (start, cache_kwargs)`, only tokens from
-        `start` on are run, on top of the unpatched runs' key/value cache of the tokens before it (valid
-        because no cell in the chunk sits before `start`).
+        `[rows, vocab]` float32 last-position logits.
     """
     import nnsight  # deferred: nnsight (and its torch extensions) cost seconds to import
 
@@ -167,7 +213,16 @@ def _patched_logits(
         pair, pos, head = cells[idx, 0], cells[idx, 3], cells[idx, -1]
         value = cache[layer][pair, pos, head] if site == "attention_heads" else cache[layer][pair, pos]
         groups.append((layer, *(t.to(device) for t in (idx, pos - start, head, value))))
+    first, residual = start_layer if start_layer is not None else (0, None)
+    pair_rows = cells[:, 0].to(residual.device) if residual is not None else None
     with torch.no_grad(), nn.trace(input_ids=batch, **{**kwargs, **extra}):
+        if first:
+            # Indexed here, inside the trace, so a remote request carries the block's residual once, not per
+            # row. Indexing copies: the patch below writes into the copy, never into the cached residual.
+            entering = residual[pair_rows, start:]
+            for layer in range(first):
+                # Each skipped layer returns this as its output, so layer `first` receives it as its input.
+                get_path(nn, arch.layer_path(layer)).skip(entering)
         for layer, idx, pos, head, value in groups:
             act = _read(get_path(nn, site_path(arch, site, layer)), site)
             if site == "attention_heads":
@@ -233,12 +288,14 @@ def _per_pair_positions(positions: Any, n_pairs: int) -> list[Any]:
 
 @dataclass
 class _Block:
-    """Pairs of one token length whose cells run together, and how: chunk size, row order, prefix cache."""
+    """Pairs of one token length whose cells run together, and how: chunks, row order, what each skips."""
 
     members: list[int]  # indices into the sweep's plans
     rows: torch.Tensor  # [rows, 4 or 5]: (pair in block, cell index, layer, position[, head])
-    size: int
+    size: int  # rows per forward, at most
     order: torch.Tensor
+    bounds: list[tuple[int, int]] = field(default_factory=list)  # chunks: [start, end) into `order`
+    skip_layers: bool = False
     kv_name: str = ""
     original_kv: Any = None
 
@@ -247,16 +304,24 @@ class _Block:
         return self.original_kv is not None
 
     @property
-    def chunks(self) -> range:
-        return range(0, self.rows.shape[0], self.size)
+    def chunks(self) -> list[torch.Tensor]:
+        """Each chunk's rows (indices into `rows`), in the order they run."""
+        return [self.order[a:b] for a, b in self.bounds]
+
+    @property
+    def start_layers(self) -> list[int]:
+        """Layers whose unpatched residual some chunk starts from (layer 0 needs none: the embeddings run)."""
+        if not self.skip_layers:
+            return []
+        return sorted({int(self.rows[at, 2].min()) for at in self.chunks} - {0})
 
 
-def _blocks(plans: list[SweepPlan], batch_size: int | None) -> list[_Block]:
+def _blocks(plans: list[SweepPlan], batch_size: int | None, max_rows: int | None = None) -> list[_Block]:
     """Group pairs by token length, then cut each group into blocks of about one chunk's worth of cells.
 
     A block holds whole pairs: consecutive pairs of the group until their cells fill `batch_size` rows, so
     a chunk mixes pairs when each has fewer cells than a chunk, and no block (its cache, its rows) grows with
-    the number of pairs.
+    the number of pairs. `max_rows` caps the rows of every forward (remote requests).
     """
     by_length: dict[int, list[int]] = {}
     for i, plan in enumerate(plans):
@@ -265,6 +330,7 @@ def _blocks(plans: list[SweepPlan], batch_size: int | None) -> list[_Block]:
     for seq_len, members in by_length.items():
         first = plans[members[0]]
         size = batch_size or auto_batch_size(first.loaded.model, first.arch, seq_len)
+        size = min(size, max_rows or size)
         current: list[int] = []
         cells = 0
         for i in members:
@@ -288,10 +354,8 @@ def _block(plans: list[SweepPlan], members: list[int], size: int) -> _Block:
     return _Block(members, rows, size, torch.arange(rows.shape[0]))
 
 
-def _use_prefix(
-    block: _Block, plans: list[SweepPlan], batch_size: int | None, reuse_prefix: bool | None
-) -> None:
-    """Fetch the block's original key/value cache and order its rows by position, when prefix reuse is on."""
+def _use_prefix(block: _Block, plans: list[SweepPlan], reuse_prefix: bool | None) -> None:
+    """Fetch the block's original key/value cache when prefix reuse is on (None: on for models on a CPU)."""
     hf = plans[block.members[0]].loaded.model
     if not (reuse_prefix or (reuse_prefix is None and input_device(hf).type == "cpu")):
         return
@@ -301,37 +365,121 @@ def _use_prefix(
     except CausalTracingError:
         if reuse_prefix:
             raise
-        return
+
+
+#: Bands tried per axis when a CPU sweep cuts a block's rows into (layer band x position band) tiles.
+BANDS = (1, 2, 3, 4, 6, 8, 12, 16)
+#: Cost of one patched forward on a CPU beyond its arithmetic, in seconds: a fixed part and a part per
+#: decoder layer run (nnsight's hooks, Python); the arithmetic rate that turns work into seconds; and the
+#: tokens' worth of arithmetic every layer run costs even for one row (its weights streamed from memory, small
+#: matrix products below peak). Measured on a 2-core CPU, one torch thread: the embedded binder's forwards
+#: cost about 0.1 s each beyond their work (16 layers); at the Qwen3-0.6B shape one row of 19 tokens costs
+#: what about 40 tokens cost in a batched forward (`bench/patching.py`).
+FORWARD_SECONDS = (2e-2, 5e-3)
+CPU_FLOPS = 4e9
+MIN_TOKENS = 20
+
+
+def _tile_order(rows: np.ndarray, seq_len: int, size: int, bands: tuple[int, int]) -> tuple[np.ndarray, list]:
+    """Rows sorted into (layer band x position band) tiles, each cut into chunks of at most `size` rows.
+
+    Within a tile rows run layer, then position, then pair: each chunk covers few layers and positions, so
+    it can start late in both. Returns the order (indices into `rows`) and the chunks' `[start, end)`.
+    """
+    layer, pos = rows[:, 2], rows[:, 3]
+    _, rank = np.unique(layer, return_inverse=True)
+    layer_band = rank * bands[0] // (rank.max() + 1)
+    pos_band = pos * bands[1] // seq_len
+    order = np.lexsort((rows[:, -1], rows[:, 0], pos, layer, pos_band, layer_band))
+    tile = (layer_band * bands[1] + pos_band)[order]
+    edges = [0, *(np.flatnonzero(np.diff(tile)) + 1).tolist(), len(order)]
+    bounds = [(a, min(a + size, b)) for lo, b in zip(edges, edges[1:]) for a in range(lo, b, size)]
+    return order, bounds
+
+
+def _plan_seconds(
+    rows: np.ndarray, order: np.ndarray, bounds: list, shape: tuple[int, int, float], skip: tuple[bool, bool]
+) -> float:
+    """Predicted CPU seconds of a chunk plan: per chunk, `FORWARD_SECONDS` plus the arithmetic it runs (at
+    least `MIN_TOKENS` tokens' worth per layer).
+
+    `shape` is (decoder layers, tokens, flops per token per layer); `skip` says whether chunks start at their
+    lowest layer and at their first position.
+    """
+    num_layers, seq_len, flops = shape
+    total = 0.0
+    for a, b in bounds:
+        at = order[a:b]
+        run = num_layers - (int(rows[at, 2].min()) if skip[0] else 0)
+        tokens = seq_len - (int(rows[at, 3].min()) if skip[1] else 0)
+        overhead = FORWARD_SECONDS[0] + FORWARD_SECONDS[1] * run
+        # + 1 layer's worth: the embeddings, the final norm and the head.
+        total += overhead + ((b - a) * tokens + MIN_TOKENS) * (run + 1) * flops / CPU_FLOPS
+    return total
+
+
+def _plan_chunks(block: _Block, plans: list[SweepPlan], skip_layers: bool | None, on_cpu: bool) -> None:
+    """Choose the block's row order and chunks, and whether its chunks skip the layers below their cells.
+
+    Without skipping or prefix reuse, rows run in grid order. Otherwise rows are sorted into tiles of
+    (layer band x position band): on a CPU the band counts (from `BANDS`) minimize `_plan_seconds`, more
+    chunks each starting later against the fixed cost of a forward; elsewhere there is one band of layers
+    (no extra forwards: the chunks of the one-pass sweep, layer-major) and 8 of positions with prefix reuse.
+    """
+    first = plans[block.members[0]]
+    hf = first.loaded.model
+    block.skip_layers = skip_layers is not False
+    skip = (block.skip_layers, block.reuse_prefix)
     n_rows = block.rows.shape[0]
-    if batch_size is None:
-        # About 8 chunks: each later chunk starts further in, so the work falls toward half.
-        block.size = min(block.size, max(1, -(-n_rows // 8)))
-    # Position-major, so each chunk starts as late as possible; rows keep their place in the results.
-    block.order = torch.argsort(block.rows[:, 3] * n_rows + torch.arange(n_rows), stable=True)
+    if not any(skip):
+        block.bounds = [(a, min(a + block.size, n_rows)) for a in range(0, n_rows, block.size)]
+        return
+    rows = block.rows.numpy()
+    if not on_cpu:
+        order, bounds = _tile_order(rows, first.seq_len, block.size, (1, 8 if skip[1] else 1))
+    else:
+        per_layer = sum(p.numel() for p in get_path(hf, first.arch.layer_path(0)).parameters())
+        shape = (first.arch.num_layers, first.seq_len, 2.0 * per_layer)
+        best = None
+        for layer_bands in BANDS if skip[0] else (1,):
+            for pos_bands in BANDS if skip[1] else (1,):
+                plan = _tile_order(rows, first.seq_len, block.size, (layer_bands, pos_bands))
+                seconds = _plan_seconds(rows, *plan, shape, skip)
+                if best is None or seconds < best[0]:
+                    best = (seconds, plan)
+        order, bounds = best[1]
+    block.order, block.bounds = torch.from_numpy(order), bounds
 
 
 def _cache_block(
     nn: Any, plans: list[SweepPlan], block: _Block, kwargs: dict[str, Any]
-) -> tuple[dict[int, torch.Tensor], torch.Tensor, int]:
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], torch.Tensor, int]:
     """The counterfactual activations and unpatched logits of the block's pairs, `size // 2` pairs a forward.
 
     Returns:
-        (layer -> `[pairs, seq, ...]` activations, `[pairs, 2, vocab]` logits, forwards run).
+        (layer -> `[pairs, seq, ...]` activations, layer -> `[pairs, seq, hidden]` originals' residual at the
+        chunks' start layers, `[pairs, 2, vocab]` logits, forwards run).
     """
     first = plans[block.members[0]]
     per_forward = max(1, block.size // 2)
-    caches, logits = [], []
+    residual_layers = block.start_layers
+    parts = []
     for at in range(0, len(block.members), per_forward):
         members = block.members[at : at + per_forward]
-        cache, out = cache_counterfactual(
-            nn, first.arch, first.site, [plans[i].pair for i in members], first.layers, kwargs
+        cache, residual, out = _cache_forward(
+            nn,
+            first.arch,
+            first.site,
+            [plans[i].pair for i in members],
+            first.layers,
+            residual_layers,
+            kwargs,
         )
-        caches.append(cache)
-        logits.append(out.view(len(members), 2, -1))
-    if len(caches) == 1:
-        return caches[0], logits[0], 1
-    merged = {layer: torch.cat([c[layer] for c in caches]) for layer in first.layers}
-    return merged, torch.cat(logits), len(caches)
+        parts.append((cache, residual, out.view(len(members), 2, -1)))
+    if len(parts) == 1:
+        return (*parts[0], 1)
+    merged = [{key: torch.cat([part[k][key] for part in parts]) for key in parts[0][k]} for k in (0, 1)]
+    return merged[0], merged[1], torch.cat([part[2] for part in parts]), len(parts)
 
 
 def _patch_block(
@@ -339,27 +487,28 @@ def _patch_block(
     nn: Any,
     block: _Block,
     cache: dict[int, torch.Tensor],
+    residual: dict[int, torch.Tensor],
     answers: list[AnswerTokens],
+    kwargs: dict[str, Any],
     bar: Any,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Run every chunk of the block's patched rows; per member pair, (logit_diff, prob_cf, iia) per cell."""
     first = plans[block.members[0]]
-    kwargs = forward_kwargs(first.loaded.model)
     ids = torch.stack([plans[i].pair.original_ids for i in block.members])
     cf_ids = torch.tensor([a.counterfactual_id for a in answers])
     orig_ids = torch.tensor([a.original_id for a in answers])
     n_rows = block.rows.shape[0]
     logit_diff, prob_cf, iia = (np.empty(n_rows, dtype=np.float64) for _ in range(3))
-    for start in block.chunks:
-        at = block.order[start : start + block.size]
+    for at in block.chunks:
         cells = block.rows[at]
         prefix = None
         if block.reuse_prefix:
-            pairs_here = cells[:, 0]
             prefix = _prefix_kwargs(
-                block.kv_name, block.original_kv, int(cells[:, 3].min()), first.seq_len, pairs_here
+                block.kv_name, block.original_kv, int(cells[:, 3].min()), first.seq_len, cells[:, 0]
             )
-        logits = _patched_logits(nn, first.arch, first.site, ids, cells, cache, kwargs, prefix)
+        layer = int(cells[:, 2].min())
+        start_layer = (layer, residual[layer]) if block.skip_layers and layer > 0 else None
+        logits = _patched_logits(nn, first.arch, first.site, ids, cells, cache, kwargs, prefix, start_layer)
         rows_cf = cf_ids[cells[:, 0]].to(logits.device)[:, None]
         rows_orig = orig_ids[cells[:, 0]].to(logits.device)[:, None]
         flat = at.numpy()
@@ -426,6 +575,50 @@ def _result(
     return result
 
 
+#: `remote=` values: in process, NDIF (nnsight's remote execution), or NDIF's request path run here.
+REMOTE = (False, True, "local")
+#: Rows per forward when the forwards run remotely: each request carries its chunk's patch values and its
+#: block's cached residual, and brings back one row of last-position logits per cell.
+REMOTE_MAX_ROWS = 64
+
+
+def check_remote(model: Any, remote: Any, reuse_prefix: bool | None) -> None:
+    """Refuse, before any forward, a remote sweep that cannot run: bad value, no API key, no hub model.
+
+    Args:
+        model: A model id or a `LoadedModel` (its `model_id` is checked).
+        remote: False, True or "local" (see `sweep`).
+        reuse_prefix: As passed to `sweep`; True cannot go with remote.
+
+    Raises:
+        CausalTracingError: One line naming the fix.
+    """
+    if not any(remote is value or (isinstance(value, str) and remote == value) for value in REMOTE):
+        raise CausalTracingError(
+            f"remote must be False, True (NDIF) or 'local' (NDIF's request path run here); got {remote!r}"
+        )
+    if remote and reuse_prefix:
+        raise CausalTracingError(
+            "reuse_prefix needs the model's key/value cache in this process; pass reuse_prefix=False with "
+            "remote"
+        )
+    if remote is not True:
+        return
+    from nnsight import CONFIG  # deferred: nnsight (and its torch extensions) cost seconds to import
+
+    if not (os.environ.get("NDIF_API_KEY") or CONFIG.API.APIKEY):
+        raise CausalTracingError(
+            "remote=True needs an NDIF API key: set NDIF_API_KEY or call "
+            "nnsight.CONFIG.set_default_api_key(KEY) (remote='local' runs the same requests here without one)"
+        )
+    model_id = model if isinstance(model, str) else str(getattr(model, "model_id", "") or "")
+    if not model_id or model_id.startswith("embedded:") or Path(model_id).expanduser().exists():
+        raise CausalTracingError(
+            f"remote=True runs a hub model on NDIF; {model_id or type(model).__name__!r} is a local folder or"
+            " an embedded model, which NDIF does not have (pass a hub id, or remote='local' to run it here)"
+        )
+
+
 def sweep_pairs(
     model: Any,
     pairs: Sequence[tuple[Any, Any]],
@@ -437,6 +630,8 @@ def sweep_pairs(
     batch_size: int | None = None,
     progress: bool = False,
     reuse_prefix: bool | None = None,
+    skip_layers: bool | None = None,
+    remote: bool | str = False,
     warn_unsolved: bool = True,
 ) -> list[SweepResult]:
     """`sweep` over many pairs at once: the cells of several pairs share each batched forward.
@@ -461,6 +656,8 @@ def sweep_pairs(
         batch_size: Rows (cells, over pairs) per forward (default: sized from free memory).
         progress: Show a tqdm bar over rows.
         reuse_prefix: As in `sweep`; with several pairs a chunk's prefix cache holds each row's own pair.
+        skip_layers: As in `sweep`; each row starts from its own pair's unpatched residual.
+        remote: As in `sweep`.
         warn_unsolved: Warn once per pair the model answers wrong (see `sweep`).
 
     Returns:
@@ -473,6 +670,7 @@ def sweep_pairs(
     import nnsight  # deferred: nnsight (and its torch extensions) cost seconds to import
 
     check_site(site)
+    check_remote(model, remote, reuse_prefix)
     loaded = resolve_model(model)
     arch = resolve_architecture(loaded.model)
     check_eval(loaded.model)
@@ -481,22 +679,33 @@ def sweep_pairs(
         plan_pair(loaded, arch, original, counterfactual, site, layers, where, heads)
         for (original, counterfactual), where in zip(pairs, _per_pair_positions(positions, len(pairs)))
     ]
-    nn = nnsight.NNsight(loaded.model)
     kwargs = forward_kwargs(loaded.model)
+    if remote:
+        from nnsight.modeling.transformers import TransformersModel  # deferred: as nnsight above
+
+        # nnsight.NNsight takes `remote=` and ignores it; the transformers wrapper sends the request.
+        nn = TransformersModel(loaded.model, tokenizer=loaded.tokenizer)
+        kwargs["remote"] = remote
+        reuse_prefix = False
+    else:
+        nn = nnsight.NNsight(loaded.model)
+    # The CPU plan's costs are this machine's; remote forwards run elsewhere.
+    on_cpu = input_device(loaded.model).type == "cpu" and not remote
     results: list[SweepResult | None] = [None] * len(plans)
-    blocks = _blocks(plans, batch_size)
+    blocks = _blocks(plans, batch_size, REMOTE_MAX_ROWS if remote else None)
     total = sum(b.rows.shape[0] for b in blocks)
     bar = tqdm(total=total, desc=f"patching {site}", unit="cell") if progress else None
     for block in blocks:
         started = time.perf_counter()
-        cache, logits, forwards = _cache_block(nn, plans, block, kwargs)
+        _use_prefix(block, plans, reuse_prefix)
+        _plan_chunks(block, plans, skip_layers, on_cpu)
+        cache, residual, logits, forwards = _cache_block(nn, plans, block, kwargs)
         answers, runs = [], []
         for k, i in enumerate(block.members):
             answer = plans[i].pair.answer or answer_from_model(logits[k][0], logits[k][1], loaded.tokenizer)
             answers.append(answer)
             runs.append(tuple(unpatched_run(logits[k, j], answer, loaded.tokenizer) for j in (0, 1)))
-        _use_prefix(block, plans, batch_size, reuse_prefix)
-        effects = _patch_block(plans, nn, block, cache, answers, bar)
+        effects = _patch_block(plans, nn, block, cache, residual, answers, kwargs, bar)
         forwards += len(block.chunks) + int(block.reuse_prefix)
         seconds = (time.perf_counter() - started) / len(block.members)
         for k, i in enumerate(block.members):
@@ -522,6 +731,8 @@ def sweep(
     batch_size: int | None = None,
     progress: bool = False,
     reuse_prefix: bool | None = None,
+    skip_layers: bool | None = None,
+    remote: bool | str = False,
     warn_unsolved: bool = True,
     method: str = "exact",
     top_k: int = 20,
@@ -542,12 +753,26 @@ def sweep(
         heads: Heads to patch for "attention_heads" (default all).
         batch_size: Cells per forward (default: sized from free memory).
         progress: Show a tqdm bar over cells.
-        reuse_prefix: Order cells by position and run each chunk only from its first patched position on,
-            over the unpatched run's key/value cache of the tokens before it (same results, less work:
-            a patch at position p cannot change earlier positions). It trades one large batch for
-            about 8 smaller ones with less work per row, which pays on CPUs (about 2x there) and not on
-            GPUs (1.3x slower than the one-pass sweep on an H200, `bench/patching.py`); None (default)
-            turns it on for models on the CPU whose cache allows it.
+        reuse_prefix: Run each chunk only from its first patched position on, over the unpatched run's
+            key/value cache of the tokens before it (same results: a patch at position p cannot change
+            earlier positions). None (default) turns it on for models on a CPU whose cache allows it; on a
+            GPU it was slower than one large pass (1.42x the plain forward on an H200, before layer skipping
+            existed; `bench/patching.py`), so it stays off there. Not with `remote`.
+        skip_layers: Start each chunk at its lowest patched layer l: decoder layers below l are skipped
+            (nnsight's `.skip`) and layer l is fed the unpatched originals' residual, kept by the cache run
+            (same results: a patch at layer l cannot change the layers below). None (default) = True on
+            every device. On a CPU the rows are cut into (layer band x position band) tiles whose counts
+            minimize a cost model (`FORWARD_SECONDS`, `CPU_FLOPS`: measured on a 2-core CPU), which with
+            `reuse_prefix` brought the embedded binder's sweep to the ratios in `bench/patching.py`'s
+            printout (docs/benchmarks.md). On a GPU the chunks stay those of the one-pass sweep, ordered
+            layer by layer: no more forwards, less work in each; not measured on a GPU yet.
+        remote: False (default) runs in this process; "local" sends every trace through nnsight's remote
+            request path (serialize, deserialize, run) here, with the same numbers; True sends them to NDIF
+            (nnsight's remote execution), which needs an NDIF API key (`NDIF_API_KEY` or nnsight's config)
+            and a hub model id: refused in one line before any forward otherwise. Remote forwards take at
+            most `REMOTE_MAX_ROWS` rows each; layer skipping serializes and stays on; the prefix cache does
+            not (it lives in this process) and is off. The weights are still loaded here (for the config,
+            tokenizer and checks).
         warn_unsolved: Warn (`UnsolvedPairWarning`, one line) when the model's top-1 is wrong on the
             original or the counterfactual; the result records it either way (`original_correct`,
             `counterfactual_correct`). Callers that warn themselves pass False.
@@ -562,11 +787,14 @@ def sweep(
 
     Raises:
         CausalTracingError: Unknown site, different token lengths, equal answers, out-of-range indices, a
-            program longer than the model's context (all before any forward).
+            program longer than the model's context, a remote sweep that cannot run (`check_remote`) or a
+            remote method other than "exact" (all before any forward).
         debug.causal.architectures.UnsupportedArchitectureError: When the model's layers cannot be found.
         debug.models.WeightsRequiredError: For a served (`openai:`) model.
     """
     if method != "exact":
+        if remote:
+            raise CausalTracingError(f"remote runs method='exact' only; method={method!r} runs in process")
         return run_method(
             method,
             exact_sweep=sweep,
@@ -593,6 +821,8 @@ def sweep(
         batch_size=batch_size,
         progress=progress,
         reuse_prefix=reuse_prefix,
+        skip_layers=skip_layers,
+        remote=remote,
         warn_unsolved=False,
     )
     if warn_unsolved:

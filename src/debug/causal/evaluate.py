@@ -1,43 +1,59 @@
-"""The causal binding eval's measurement: residual-stream patching of binding pairs, recorded per case.
+"""The causal eval cases' measurement: residual-stream patching of program pairs, recorded per case.
 
-`measure_binding_case` is what `evals/test_causal_binding.py` runs for one (model, hops) case. Each of the
-case's `num_seqs` paper-style binding programs gets a counterfactual whose chain root constant changed (same
-token length). The residual stream of every layer (and the final residual) is patched from the counterfactual
-into the original at the TokenAnalyzer targets - the right-hand side of each chain line ("ref depth k"), the
-query variable and the final token - and the case records, per layer:
+`measure_causal_case` is what `evals/test_causal_binding.py`, `test_causal_range.py` and
+`test_causal_boolean.py` run for one case (through `measure_eval_case`). Each of the case's `num_seqs`
+programs (the same programs as the behavioural twin with the same generator, knobs, length and seed) gets a
+counterfactual of equal token length: for "binding" the chain root constant changed, for "range"
+(`make_range_program`, query form) the increment or loop bound, for "boolean" (`make_boolean_program`, query
+form) a root constant flipped (`debug.counterfactual`; families in `CAUSAL_FAMILIES`).
 
-- `normalized/<target>/layer_<l>`: the mean normalized effect, (LD - LD_orig) / (LD_cf - LD_orig);
-- `iia/query/layer_<l>`: interchange intervention accuracy at the query position (k of n programs), and
-  `iia/query/max` at the best layer (named in the case info); `normalized/<target>/max` likewise;
-- `accuracy`: how many originals the model answers correctly (greedy, teacher-forced check);
-- `robust_pairs`: how many pairs the model answers correctly both ways. Effects are averaged over those
-  pairs (the paper's practice); when there is none, over all pairs, and the case says so;
-- `swept_pairs`: how many of the `num_seqs` programs were swept;
-- binding cases, beside the patching, over the first `LENS_PAIRS` (8) swept pairs:
-  `lens/answer_top1/layer_<l>` (k of n whose logit-lens top-1 at the final token is the answer,
-  `debug.causal.lens`) and `lens/stays_from_layer` (mean first layer from which it stays top-1);
-  `knockout/final_to_<keys>/answer_kept` (k of n whose top-1 stays the answer when the final token cannot
-  attend to the root line, `root_line`, or to the query variable's own line, `last_chain_line`, at every
-  layer, `debug.causal.knockout`) and `.../prob_orig` (mean P(answer) then).
+What a case costs, and why it is shaped this way. The behavioural twin runs one forward row per program. A
+patching cell (layer, position) is one more row, and a full layer x position map of one 16-line binding
+program is about 1,100 rows: measured side by side (`bench/causal_eval.py`), exact full maps made the causal
+cases 60x their twins. So a case spends its patching where the answer can move:
+
+- every program's original is answered (teacher-forced greedy check, one row each: the twin's work), which
+  gives `accuracy` (k of n programs with a counterfactual) on the same programs as the twin;
+- the counterfactuals of the first `2 * max_pairs` candidates (program order; originals answered right
+  first) are answered, which gives `robust_pairs` (k of those checked answered right both ways);
+- the first `max_pairs` robust ones (`SWEPT_PAIRS`, 4, in `make evals`; every pair when the user passes
+  --num-seqs), or when none is robust the first candidates, are patched exactly, in one `sweep_pairs` call, at
+  every layer and the final residual but only at the TokenAnalyzer targets: binding "ref depth k" (the
+  right-hand side of each chain line), range "changed constant" and "accumulator", boolean "changed constant"
+  and "operand k", and for all three the query variable ("query") and the final token ("final");
+- one map of every (layer, position) cell is drawn for the first swept pair with attribution patching
+  (`sweep(..., method="attribution")`: first-order estimates from two forwards and one backward), labelled as
+  an estimate; its agreement with the exact effects at that pair's target cells is recorded
+  (`map_vs_exact_spearman`, info) so a reader knows how far to trust it. Positions before the changed token
+  are exactly zero in any map: the original and counterfactual residuals there are identical.
+
+Recorded per case:
+
+- `normalized/<target>/layer_<l>`: the mean normalized effect, (LD - LD_orig) / (LD_cf - LD_orig), of the
+  exact patches; `normalized/<target>/max` the largest over layers;
+- `iia/query/layer_<l>`: interchange intervention accuracy at the query position (k of n swept pairs), and
+  `iia/query/max` at the best layer (named in the case info);
+- `accuracy`, `robust_pairs` as above; `swept_pairs`: how many of the `num_seqs` programs were patched;
+- binding cases, over the swept pairs: `lens/answer_top1/layer_<l>` (k of n whose logit-lens top-1 at the
+  final token is the answer, `debug.causal.lens`) and `lens/stays_from_layer` (mean first layer from which it
+  stays top-1); `knockout/final_to_<keys>/answer_kept` (k of n whose top-1 stays the answer when the final
+  token cannot attend to the root line, `root_line`, or to the query variable's own line, `last_chain_line`,
+  at every layer, `debug.causal.knockout`) and `.../prob_orig` (mean P(answer) then).
+
+Pictures: "layer x token" (the attribution map above), and the exact mean effect per target and layer -
+where the changed value travels - as "by ref depth" (lines, the paper's picture) for binding and as a
+"target x layer" heatmap for range and boolean.
 
 Every program gets a sample record, swept or not, with what its counterfactual changed (`change`: line, old
 and new value); one that was not swept says why (`skipped`: no counterfactual of equal token length, no
-counterfactual that changes the answer, or the model answers it wrong while others are answered right both
-ways), and the case info counts the skipped pairs by reason (`skipped_pairs`, `skipped_why`).
+counterfactual that changes the answer, answered wrong on either run while others are answered right both
+ways, or beyond the case's `max_pairs`), and the case info counts the skipped pairs by reason
+(`skipped_pairs`, `skipped_why`). A model that does not solve the family (the binding-only default model on
+range programs) is still traced over its first candidates, and `measured_on` and the `robust_pairs` k/n say
+so; `sweep_unsolved=True` sweeps the first candidates even when some are solved.
 
 The measurement object is duck-typed (`metric`, `info`, `sample`, `image`: `debug.plugin.Measurement`), so
 this module does not depend on the plugin.
-
-The same measurement runs other program families (`measure_causal_case(..., family=...)`, families in
-`CAUSAL_FAMILIES`): "range" (`make_range_program` in query form; the counterfactual changes the increment or
-the loop bound) and "boolean" (`make_boolean_program` in query form; a root constant flipped), built by
-`debug.counterfactual.create_counterfactual` and targeted by `debug.token_analyzer.TokenAnalyzer` ("changed
-constant", "accumulator" or "operand k", "query", "final"). Which pairs are swept: those the model answers
-right both ways when there is any, otherwise every pair with a counterfactual (a model that does not solve
-the family, such as the binding-only default model on range programs, is still traced, and `measured_on` and
-the `robust_pairs` k/n say so); `sweep_unsolved=True` sweeps every pair even when some are solved, for a
-researcher who wants to see what an unsolved pair's effects look like. A "target x layer" heatmap (mean
-normalized effect per target and layer) shows where the changed value travels.
 """
 
 from __future__ import annotations
@@ -52,7 +68,7 @@ import numpy as np
 
 from debug._util.figures import save_figure
 from debug.causal.architectures import resolve_architecture
-from debug.causal.engine import sweep_pairs
+from debug.causal.engine import sweep, sweep_pairs
 from debug.causal.inputs import CausalTracingError, prepare_inputs, token_label
 from debug.causal.knockout import knockout_by_layer
 from debug.causal.lens import logit_lens
@@ -67,10 +83,15 @@ from debug.scoring import teacher_forced
 __all__ = [
     "CAUSAL_FAMILIES",
     "BindingPair",
+    "SWEPT_PAIRS",
+    "attribution_map",
     "binding_pairs",
+    "candidates",
     "causal_pairs",
     "measure_binding_case",
     "measure_causal_case",
+    "measure_eval_case",
+    "target_positions",
 ]
 
 #: Family -> (generator, its fixed knobs) of the programs a causal case measures (all in query form).
@@ -84,6 +105,12 @@ SITE = "residual_stream"
 NO_COUNTERFACTUAL = "no counterfactual of equal token length"
 NO_CHANGE = "no counterfactual changes the answer"
 WRONG_WAY = "answered wrong on the original or the counterfactual (effects use the pairs right both ways)"
+NOT_SAMPLED = "not among the case's patched pairs (max_pairs; pass --num-seqs to patch every pair)"
+
+#: Pairs a causal eval case patches without --num-seqs. Each costs its targets x (layers + 1) rows of
+#: forward, about a dozen of the behavioural twin's rows for a 16-line binding program; 4 keeps a 50-program
+#: case near twice its twin while giving every layer's IIA and effects over several programs.
+SWEPT_PAIRS = 4
 
 
 @dataclass
@@ -126,13 +153,22 @@ def _check_family(family: str) -> tuple[str, dict[str, Any]]:
 
 
 def causal_pairs(
-    loaded: Any, family: str, seq_len: int, num_seqs: int, seed: int, **knobs: Any
+    loaded: Any,
+    family: str,
+    seq_len: int,
+    num_seqs: int,
+    seed: int,
+    *,
+    check_counterfactuals: int | None = None,
+    **knobs: Any,
 ) -> list[BindingPair]:
     """The case's programs with their counterfactuals, checked against the context, then answered.
 
     Program i is seeded by `program_seed(seed, seq_len, i)`, its counterfactual by the same seed. For the
     range and boolean families the original carries the change (`debug.counterfactual.mark_change`), so
-    its "changed constant" token is a target.
+    its "changed constant" token is a target. Every original is answered; the counterfactuals of the first
+    `check_counterfactuals` candidates (`candidates` order) are answered, the others keep
+    `counterfactual_correct=None`.
 
     Args:
         loaded: The model (`debug.models.LoadedModel`).
@@ -140,6 +176,7 @@ def causal_pairs(
         seq_len: The generator's seq_len.
         num_seqs: Programs in the case.
         seed: The case's base seed.
+        check_counterfactuals: How many counterfactuals to answer (default all).
         **knobs: More generator knobs (e.g. `num_hops` for binding).
 
     Raises:
@@ -164,26 +201,34 @@ def causal_pairs(
             pairs.append(BindingPair(index, original, cf))
         except ValueError as exc:
             pairs.append(BindingPair(index, program, None, why_none=str(exc)))
-    asked = [p.original for p in pairs] + [p.counterfactual for p in pairs if p.counterfactual is not None]
-    answered = iter(teacher_forced(loaded.model, tokenizer, asked))
-    for pair in pairs:
-        predicted, answer = next(answered)
+    for pair, (predicted, answer) in zip(
+        pairs, teacher_forced(loaded.model, tokenizer, [p.original for p in pairs])
+    ):
         pair.original_correct = predicted == answer
         pair.original_top1 = token_label(tokenizer, predicted[0]) if predicted else ""
-    for pair in pairs:
-        if pair.counterfactual is not None:
-            predicted, answer = next(answered)
+    checked = candidates(pairs)[:check_counterfactuals]
+    if checked:
+        answered = teacher_forced(loaded.model, tokenizer, [p.counterfactual for p in checked])
+        for pair, (predicted, answer) in zip(checked, answered):
             pair.counterfactual_correct = predicted == answer
     return pairs
 
 
-def _skip_reason(pair: BindingPair, measured_robust: bool) -> str:
+def candidates(pairs: list[BindingPair]) -> list[BindingPair]:
+    """The pairs with a counterfactual: those whose original is answered right first, in program order."""
+    usable = [p for p in pairs if p.counterfactual is not None]
+    return [p for p in usable if p.original_correct] + [p for p in usable if not p.original_correct]
+
+
+def _skip_reason(pair: BindingPair, swept: bool, measured_robust: bool) -> str:
     if pair.counterfactual is None:
         # Range and boolean programs can have no change that moves the answer (`x = a or True`).
         return NO_CHANGE if "does not depend on" in pair.why_none else NO_COUNTERFACTUAL
-    if measured_robust and not pair.robust:
+    if swept:
+        return ""
+    if measured_robust and pair.counterfactual_correct is not None and not pair.robust:
         return WRONG_WAY
-    return ""
+    return NOT_SAMPLED
 
 
 def _sample(pair: BindingPair, result: SweepResult | None, skipped: str) -> dict[str, Any]:
@@ -214,28 +259,76 @@ def _change(cf: Program | None) -> dict[str, Any] | None:
     return {k: cf.metadata[k] for k in keys if k in cf.metadata}
 
 
-def _sweep_pairs(loaded: Any, measured: list[BindingPair]) -> dict[int, SweepResult]:
-    """Sweep the measured pairs; the first over every position (its heatmap), the rest at the targets only.
+def target_positions(loaded: Any, pair: BindingPair) -> list[int]:
+    """The token positions of a pair's targets (sorted, once each): the cells patched at every layer."""
+    targets = prepare_inputs(loaded.tokenizer, pair.original, pair.counterfactual).targets
+    return sorted(set(targets.values()))
 
-    All pairs go to one `sweep_pairs` call, so the cells of pairs of equal token length share forwards.
+
+def _all_layers(loaded: Any) -> range:
+    return range(resolve_architecture(loaded.model).num_layers + 1)  # + the final residual
+
+
+def _sweep_targets(loaded: Any, measured: list[BindingPair]) -> dict[int, SweepResult]:
+    """Exact patches of the measured pairs at every layer, at their targets only, in one `sweep_pairs` call.
+
+    The cells of pairs of equal token length share forwards.
     """
-    layers = range(resolve_architecture(loaded.model).num_layers + 1)  # + the final residual
-    positions: list[list[int] | None] = []
-    for pair in measured:
-        if positions:
-            targets = prepare_inputs(loaded.tokenizer, pair.original, pair.counterfactual).targets
-            positions.append(sorted(set(targets.values())))
-        else:
-            positions.append(None)
-    # Wrong answers are recorded in the samples and the robust_pairs metric; no warning per pair.
     swept = sweep_pairs(
         loaded,
         [(pair.original, pair.counterfactual) for pair in measured],
-        layers=layers,
-        positions=positions,
-        warn_unsolved=False,
+        layers=_all_layers(loaded),
+        positions=[target_positions(loaded, pair) for pair in measured],
+        warn_unsolved=False,  # wrong answers are in the samples and the robust_pairs metric
     )
     return {pair.index: result for pair, result in zip(measured, swept)}
+
+
+def attribution_map(loaded: Any, pair: BindingPair, exact: SweepResult) -> tuple[SweepResult, float | None]:
+    """Every (layer, position) cell of one pair by attribution patching, and its agreement with `exact`.
+
+    Args:
+        loaded: The model.
+        pair: The pair drawn.
+        exact: The pair's exact sweep (at its targets).
+
+    Returns:
+        The estimate (a `SweepResult` whose `normalized` is estimated; `iia` and `prob_cf` are NaN), and the
+        Spearman rank correlation of its normalized effect with the exact one over the exact sweep's cells
+        (None when fewer than three cells are finite on both).
+    """
+    estimate = sweep(
+        loaded,
+        pair.original,
+        pair.counterfactual,
+        layers=exact.layers,
+        method="attribution",
+        warn_unsolved=False,
+    )
+    columns = [estimate.positions.index(p) for p in exact.positions]
+    rows = [estimate.layers.index(layer) for layer in exact.layers]
+    guess = estimate.metric("normalized")[np.ix_(rows, columns)].ravel()
+    truth = exact.metric("normalized").ravel()
+    keep = np.isfinite(guess) & np.isfinite(truth)
+    return estimate, (_spearman(guess[keep], truth[keep]) if keep.sum() >= 3 else None)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman rank correlation (average ranks for ties); None when either side is constant."""
+    ranks = [_ranks(a), _ranks(b)]
+    if min(float(np.std(r)) for r in ranks) == 0.0:
+        return None
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=float)
+    ranks[order] = np.arange(len(values), dtype=float)
+    for value in np.unique(values):  # ties share their mean rank
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
 
 
 def _effect_metrics(measure: Any, results: list[SweepResult]) -> dict[str, Any]:
@@ -260,14 +353,8 @@ def _effect_metrics(measure: Any, results: list[SweepResult]) -> dict[str, Any]:
     return aggregate
 
 
-#: Swept pairs the lens and knockout metrics use (the first ones): enough to read a layer, and a bound on the
-#: case's cost however large --num-seqs is.
-LENS_PAIRS = 8
-
-
 def _lens_and_knockout_metrics(loaded: Any, measure: Any, pairs: list[BindingPair], hops: int) -> None:
-    """Logit-lens and attention-knockout metrics of the first `LENS_PAIRS` swept pairs (module docstring)."""
-    pairs = pairs[:LENS_PAIRS]
+    """Logit-lens and attention-knockout metrics of the swept pairs (module docstring)."""
     lenses = [logit_lens(loaded, p.original, p.counterfactual) for p in pairs]
     if lenses:
         for index, label in enumerate(lenses[0].layer_labels):
@@ -281,9 +368,8 @@ def _lens_and_knockout_metrics(loaded: Any, measure: Any, pairs: list[BindingPai
         kept, probs = [], []
         for p in pairs:
             try:
-                result = knockout_by_layer(
-                    loaded, (p.original, p.counterfactual), "final", keys, [range(num_layers)]
-                )
+                # Only the original's run is read: the program alone skips the counterfactual's forward.
+                result = knockout_by_layer(loaded, p.original, "final", keys, [range(num_layers)])
             except CausalTracingError:
                 continue  # a program without that chain target: nothing to cut
             kept.append(bool(result.original_top1[0]))
@@ -294,7 +380,15 @@ def _lens_and_knockout_metrics(loaded: Any, measure: Any, pairs: list[BindingPai
 
 
 def measure_binding_case(
-    loaded: Any, measure: Any, *, hops: int, seq_len: int, num_seqs: int, seed: int, out_dir: str | Path
+    loaded: Any,
+    measure: Any,
+    *,
+    hops: int,
+    seq_len: int,
+    num_seqs: int,
+    seed: int,
+    out_dir: str | Path,
+    max_pairs: int | None = SWEPT_PAIRS,
 ) -> list[SweepResult]:
     """Measure one causal binding case into `measure` (see the module docstring for what is recorded).
 
@@ -306,9 +400,10 @@ def measure_binding_case(
         num_seqs: Programs in the case.
         seed: The case's base seed.
         out_dir: Where the attached pictures are written.
+        max_pairs: Pairs patched at most (None: every measured pair).
 
     Returns:
-        The sweeps, in program order (empty when no program had a counterfactual).
+        The exact sweeps (at the targets), in program order (empty when no program had a counterfactual).
 
     Raises:
         debug.causal.inputs.CausalTracingError: When the programs are longer than the model's context,
@@ -316,7 +411,7 @@ def measure_binding_case(
     """
     return measure_causal_case(
         loaded, measure, family="binding", seq_len=seq_len, num_seqs=num_seqs, seed=seed, out_dir=out_dir,
-        knobs={"num_hops": hops},
+        knobs={"num_hops": hops}, max_pairs=max_pairs,
     )  # fmt: skip
 
 
@@ -331,6 +426,7 @@ def measure_causal_case(
     out_dir: str | Path,
     knobs: dict[str, Any] | None = None,
     sweep_unsolved: bool = False,
+    max_pairs: int | None = SWEPT_PAIRS,
 ) -> list[SweepResult]:
     """Measure one causal case of a program family into `measure` (see the module docstring).
 
@@ -343,27 +439,35 @@ def measure_causal_case(
         seed: The case's base seed.
         out_dir: Where the attached pictures are written.
         knobs: More generator knobs (`{"num_hops": 2}` for binding).
-        sweep_unsolved: Sweep every pair with a counterfactual, even when some are answered right both ways
-            (default: only those, when there is any).
+        sweep_unsolved: Sweep the first candidates even when some are answered right both ways (default:
+            only those, when there is any).
+        max_pairs: Pairs patched at most; the counterfactuals of twice as many candidates are answered
+            (None: every pair, every counterfactual).
 
     Returns:
-        The sweeps, in program order (empty when no program had a counterfactual).
+        The exact sweeps (at the targets), in program order (empty when no program had a counterfactual).
 
     Raises:
-        ValueError: For an unknown family, before any work.
+        ValueError: For an unknown family or a max_pairs below 1, before any work.
         debug.causal.inputs.CausalTracingError: When the programs are longer than the model's context,
             before any forward.
     """
     knobs = dict(knobs or {})
     _check_family(family)
-    pairs = causal_pairs(loaded, family, seq_len, num_seqs, seed, **knobs)
+    if max_pairs is not None and max_pairs < 1:
+        raise ValueError(f"max_pairs must be a positive integer or None; got {max_pairs!r}")
+    check = None if max_pairs is None else 2 * max_pairs
+    pairs = causal_pairs(loaded, family, seq_len, num_seqs, seed, check_counterfactuals=check, **knobs)
     usable = [p for p in pairs if p.counterfactual is not None]
-    robust = [p for p in usable if p.robust]
+    checked = [p for p in candidates(pairs) if p.counterfactual_correct is not None]
+    robust = [p for p in checked if p.robust]
     measure.metric("accuracy", k=sum(p.original_correct for p in usable), n=len(usable))
-    measure.metric("robust_pairs", k=len(robust), n=len(usable))
-    measured = usable if sweep_unsolved else (robust or usable)
-    swept = _sweep_pairs(loaded, measured)
-    reasons = {p.index: _skip_reason(p, bool(robust) and not sweep_unsolved) for p in pairs}
+    measure.metric("robust_pairs", k=len(robust), n=len(checked))
+    measured = (checked if sweep_unsolved else (robust or checked))[:max_pairs]
+    measured.sort(key=lambda p: p.index)
+    swept = _sweep_targets(loaded, measured) if measured else {}
+    measured_robust = bool(robust) and not sweep_unsolved
+    reasons = {p.index: _skip_reason(p, p.index in swept, measured_robust) for p in pairs}
     why = Counter(reason for reason in reasons.values() if reason)
     measure.samples(_sample(p, swept.get(p.index), reasons[p.index]) for p in pairs)
     measure.metric("swept_pairs", k=len(swept), n=len(pairs))
@@ -372,8 +476,9 @@ def measure_causal_case(
         fingerprint=loaded.fingerprint,
         **({"hops": knobs["num_hops"]} if family == "binding" else {"family": family}),
         site=SITE,
-        measured_on=_measured_on(robust, usable, sweep_unsolved),
+        measured_on=_measured_on(robust, checked, sweep_unsolved),
         pairs=len(measured),
+        patched_cells="every layer and the final residual, at the targets",
         skipped_pairs=sum(why.values()),
         skipped_why="; ".join(f"{n} {reason}" for reason, n in why.items()) or "none skipped",
     )
@@ -382,57 +487,83 @@ def measure_causal_case(
         return results
     aggregate = _effect_metrics(measure, results)
     if family == "binding":
-        _lens_and_knockout_metrics(
-            loaded, measure, [p for p in measured if p.index in swept], knobs["num_hops"]
-        )
-    what = f"{knobs['num_hops']} hops" if family == "binding" else f"{family}, seq_len {seq_len}"
-    heatmap = save_figure(plot_token_heatmap(results[0]), Path(out_dir) / "heatmap.png")
-    measure.image("layer x token", heatmap, caption=f"normalized effect, first program ({what})")
-    by_depth = save_figure(plot_ref_depth_aggregate(aggregate), Path(out_dir) / "by_depth.png")
-    measure.image("by ref depth", by_depth, caption=f"mean over {len(results)} programs, by target")
-    if family != "binding":  # the binding case's pictures stay the paper's two
-        by_target = save_figure(plot_target_layer_heatmap(aggregate, what), Path(out_dir) / "by_target.png")
-        measure.image("target x layer", by_target, caption=f"mean normalized effect, {len(results)} programs")
+        _lens_and_knockout_metrics(loaded, measure, measured, knobs["num_hops"])
+    _attach_pictures(loaded, measure, measured[0], results, aggregate, family, out_dir, what=(
+        f"{knobs['num_hops']} hops" if family == "binding" else f"{family}, seq_len {seq_len}"
+    ))  # fmt: skip
     return results
 
 
-#: Programs per range or boolean case without --num-seqs: each pair costs a patching sweep, so fewer than the
-#: behavioural default (the case's `swept_pairs` n shows the number used).
-FAMILY_CASE_PROGRAMS = 8
+def _attach_pictures(
+    loaded: Any,
+    measure: Any,
+    first: BindingPair,
+    results: list[SweepResult],
+    aggregate: dict[str, Any],
+    family: str,
+    out_dir: str | Path,
+    what: str,
+) -> None:
+    """The attribution map of the first swept pair and the exact by-target pictures (module docstring)."""
+    estimate, agreement = attribution_map(loaded, first, results[0])
+    measure.info(
+        map_method="attribution patching (AtP, first-order estimate) of the first swept pair",
+        map_vs_exact_spearman=None if agreement is None else round(agreement, 3),
+    )
+    rho = "n/a" if agreement is None else f"{agreement:.2f}"
+    title = f"AtP estimate of the normalized effect, first swept program ({what})"
+    heatmap = save_figure(plot_token_heatmap(estimate, title=title), Path(out_dir) / "heatmap.png")
+    caption = (
+        f"attribution estimate, first swept program ({what}); rank agreement with exact at its targets {rho}"
+    )
+    measure.image("layer x token", heatmap, caption=caption)
+    if family == "binding":  # the paper's picture; the other families get the same numbers as a heatmap
+        by_depth = save_figure(plot_ref_depth_aggregate(aggregate), Path(out_dir) / "by_depth.png")
+        measure.image(
+            "by ref depth", by_depth, caption=f"exact, mean over {len(results)} programs, by target"
+        )
+    else:
+        by_target = save_figure(plot_target_layer_heatmap(aggregate, what), Path(out_dir) / "by_target.png")
+        measure.image(
+            "target x layer", by_target, caption=f"exact mean normalized effect, {len(results)} programs"
+        )
 
 
-def measure_family_case(
+def measure_eval_case(
     case: Any, loaded: Any, measure: Any, *, family: str, out_dir: str | Path, num_seqs_given: bool
 ) -> list[SweepResult]:
-    """The causal eval case of a range or boolean module: `measure_causal_case` on the case's programs.
+    """The causal eval case of an eval module: `measure_causal_case` on the case's programs.
 
     Args:
         case: The eval case (`debug.plugin.Case`); its task's knobs go to the generator (`query` is fixed).
         loaded: The case's model.
         measure: The test's `Measurement`.
-        family: "range" or "boolean".
+        family: A key of `CAUSAL_FAMILIES`.
         out_dir: Where the pictures are written.
-        num_seqs_given: Whether the user passed --num-seqs; without it a case uses `FAMILY_CASE_PROGRAMS`.
+        num_seqs_given: Whether the user passed --num-seqs; then every measured pair is patched, otherwise
+            `SWEPT_PAIRS`.
     """
-    num_seqs = case.num_seqs if num_seqs_given else min(case.num_seqs, FAMILY_CASE_PROGRAMS)
     knobs = {k: v for k, v in case.task.knobs.items() if k != "query"}  # the family fixes query=True
     return measure_causal_case(
         loaded,
         measure,
         family=family,
         seq_len=case.seq_len,
-        num_seqs=num_seqs,
+        num_seqs=case.num_seqs,
         seed=case.seed,
         out_dir=out_dir,
         knobs=knobs,
+        max_pairs=None if num_seqs_given else SWEPT_PAIRS,
     )
 
 
-def _measured_on(robust: list[BindingPair], usable: list[BindingPair], sweep_unsolved: bool) -> str:
-    if sweep_unsolved and len(robust) < len(usable):
-        solved = f"{len(robust)} of {len(usable)} answered right both ways"
-        return f"all pairs, solved or not (sweep_unsolved; {solved})"
-    return "pairs answered correctly both ways" if robust else "all pairs (none answered correctly)"
+def _measured_on(robust: list[BindingPair], checked: list[BindingPair], sweep_unsolved: bool) -> str:
+    if sweep_unsolved and len(robust) < len(checked):
+        solved = f"{len(robust)} of {len(checked)} checked answered right both ways"
+        return f"pairs solved or not (sweep_unsolved; {solved})"
+    return (
+        "pairs answered correctly both ways" if robust else "pairs not answered correctly both ways (none is)"
+    )
 
 
 def plot_target_layer_heatmap(aggregate: dict[str, Any], what: str = "", metric: str = "normalized") -> Any:

@@ -197,6 +197,7 @@ class CausalExperimentRunner:
         positions: Sequence[int] | None = None,
         batch_size: int | None = None,
         save: bool = True,
+        remote: bool | str = False,
     ) -> dict[str, Any]:
         """Sweep every program pair and save the results.
 
@@ -214,6 +215,8 @@ class CausalExperimentRunner:
             positions: Positions to patch (default all).
             batch_size: Cells per forward (default automatic).
             save: Write the JSON files (False keeps everything in memory).
+            remote: Where the patching traces run: False (here), "local" (nnsight's remote request path run
+                in this process) or True (NDIF); see `debug.causal.engine.sweep_pairs`.
 
         Returns:
             A dict with model_id, intervention_type, output_dir, programs (per program: texts, answers,
@@ -239,6 +242,7 @@ class CausalExperimentRunner:
             batch_size=batch_size,
             progress=self.progress,
             warn_unsolved=False,
+            remote=remote,
         )
         records = []
         for index, ((original, counterfactual, seed), result) in enumerate(zip(found.pairs, sweeps)):
