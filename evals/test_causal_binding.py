@@ -37,7 +37,13 @@ def test_causal_binding(debug_case, debug_model, measure, tmp_path: Path, reques
         pytest.skip(f"{hops} hops need at least {hops} lines (seq_len {debug_case.seq_len})")
     given = request.config.getoption("--num-seqs") is not None
     results = measure_eval_case(
-        debug_case, debug_model, measure, family="binding", out_dir=tmp_path, num_seqs_given=given
+        debug_case,
+        debug_model,
+        measure,
+        family="binding",
+        out_dir=tmp_path,
+        num_seqs_given=given,
+        remote=request.config.getoption("--remote"),
     )
     if not results:
         pytest.skip("no program pair of equal token length to patch (the samples say why)")

@@ -41,7 +41,13 @@ TASKS = [
 def test_causal_range(debug_case, debug_model, measure, tmp_path: Path, request: pytest.FixtureRequest):
     given = request.config.getoption("--num-seqs") is not None
     results = measure_eval_case(
-        debug_case, debug_model, measure, family="range", out_dir=tmp_path, num_seqs_given=given
+        debug_case,
+        debug_model,
+        measure,
+        family="range",
+        out_dir=tmp_path,
+        num_seqs_given=given,
+        remote=request.config.getoption("--remote"),
     )
     if not results:
         pytest.skip("no program pair of equal token length to patch (the samples say why)")

@@ -177,3 +177,24 @@ def test_a_case_longer_than_the_context_is_refused_before_any_forward(loaded, mo
     monkeypatch.setattr(evaluate, "teacher_forced", no_forward)
     with pytest.raises(CausalTracingError, match=r"804 tokens but .* takes at most 512"):
         measure_binding_case(loaded, FakeMeasure(), hops=2, seq_len=200, num_seqs=2, seed=0, out_dir=tmp_path)
+
+
+def test_the_remote_choice_reaches_the_sweep_and_ndif_without_a_key_is_refused_first(monkeypatch, tmp_path):
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(evaluate, "measure_causal_case", lambda *a, **kw: seen.append(kw) or [])
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    task = Task("t", generator="make_range_program", prompt="{code}", knobs={"query": True})
+    case = SimpleNamespace(task=task, seq_len=5, num_seqs=4, seed=0)
+    for choice in ("off", "local"):
+        measure_eval_case(
+            case, None, None, family="range", out_dir=tmp_path, num_seqs_given=False, remote=choice
+        )
+    assert [kw["remote"] for kw in seen] == [False, "local"]
+    import nnsight  # deferred: only this test needs nnsight's config
+
+    monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", None)
+    with pytest.raises(CausalTracingError, match="NDIF API key"):
+        measure_eval_case(
+            case, None, None, family="range", out_dir=tmp_path, num_seqs_given=False, remote="ndif"
+        )
+    assert len(seen) == 2  # refused before the case measured anything

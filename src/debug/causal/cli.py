@@ -18,7 +18,7 @@ from debug._util.files import atomic_write_json, timestamped_dir
 from debug._util.jsonable import jsonable
 from debug.causal.architectures import UnsupportedArchitectureError, resolve_architecture
 from debug.causal.das import das_by_layer, plot_das
-from debug.causal.engine import SITES, check_remote
+from debug.causal.engine import REMOTE_CHOICES, SITES, check_remote
 from debug.causal.knockout import knockout_by_layer, plot_knockout
 from debug.causal.lens import logit_lens, plot_logit_lens
 from debug.causal.pairs import MAX_SEED, binding_pair, binding_program, check_program_fits, find_robust_seeds
@@ -41,8 +41,6 @@ MAX_DIM = 1 << 16
 MAX_STEPS = 100_000
 #: `debug patch --method` choices: the patching sweep, then the knockout, lens, das and path_patching modules.
 METHODS = ["sweep", "knockout", "lens", "das", "path"]
-#: `debug patch --remote` choices -> `sweep(..., remote=...)`.
-REMOTE = {"off": False, "local": "local", "ndif": True}
 
 
 class BoundedInt:
@@ -150,7 +148,7 @@ def build_patch_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--remote",
         default="off",
-        choices=sorted(REMOTE),
+        choices=sorted(REMOTE_CHOICES),
         help="sweep: where the forwards run; ndif: nnsight's remote execution (a hub model id and an NDIF "
         "API key: NDIF_API_KEY or nnsight's config), local: the same serialized requests run here",
     )
@@ -202,7 +200,7 @@ def main_patch(argv: Sequence[str] | None = None) -> int:
         with a one-line warning on stderr.
     """
     args = build_patch_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    remote = REMOTE[args.remote]
+    remote = REMOTE_CHOICES[args.remote]
     if args.method != "sweep":
         if remote:
             print(f"debug patch: --remote runs --method sweep only, not {args.method}", file=sys.stderr)

@@ -577,6 +577,8 @@ def _result(
 
 #: `remote=` values: in process, NDIF (nnsight's remote execution), or NDIF's request path run here.
 REMOTE = (False, True, "local")
+#: The names `debug patch --remote` and `pytest --remote` take for them.
+REMOTE_CHOICES = {"off": False, "local": "local", "ndif": True}
 #: Rows per forward when the forwards run remotely: each request carries its chunk's patch values and its
 #: block's cached residual, and brings back one row of last-position logits per cell.
 REMOTE_MAX_ROWS = 64

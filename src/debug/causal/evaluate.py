@@ -68,7 +68,7 @@ import numpy as np
 
 from debug._util.figures import save_figure
 from debug.causal.architectures import resolve_architecture
-from debug.causal.engine import sweep, sweep_pairs
+from debug.causal.engine import REMOTE_CHOICES, check_remote, sweep, sweep_pairs
 from debug.causal.inputs import CausalTracingError, prepare_inputs, token_label
 from debug.causal.knockout import knockout_by_layer
 from debug.causal.lens import logit_lens
@@ -269,10 +269,13 @@ def _all_layers(loaded: Any) -> range:
     return range(resolve_architecture(loaded.model).num_layers + 1)  # + the final residual
 
 
-def _sweep_targets(loaded: Any, measured: list[BindingPair]) -> dict[int, SweepResult]:
+def _sweep_targets(
+    loaded: Any, measured: list[BindingPair], remote: bool | str = False
+) -> dict[int, SweepResult]:
     """Exact patches of the measured pairs at every layer, at their targets only, in one `sweep_pairs` call.
 
-    The cells of pairs of equal token length share forwards.
+    The cells of pairs of equal token length share forwards; with `remote` they run through nnsight's
+    remote path (`sweep_pairs(remote=...)`).
     """
     swept = sweep_pairs(
         loaded,
@@ -280,6 +283,7 @@ def _sweep_targets(loaded: Any, measured: list[BindingPair]) -> dict[int, SweepR
         layers=_all_layers(loaded),
         positions=[target_positions(loaded, pair) for pair in measured],
         warn_unsolved=False,  # wrong answers are in the samples and the robust_pairs metric
+        remote=remote,
     )
     return {pair.index: result for pair, result in zip(measured, swept)}
 
@@ -427,6 +431,7 @@ def measure_causal_case(
     knobs: dict[str, Any] | None = None,
     sweep_unsolved: bool = False,
     max_pairs: int | None = SWEPT_PAIRS,
+    remote: bool | str = False,
 ) -> list[SweepResult]:
     """Measure one causal case of a program family into `measure` (see the module docstring).
 
@@ -443,6 +448,7 @@ def measure_causal_case(
             only those, when there is any).
         max_pairs: Pairs patched at most; the counterfactuals of twice as many candidates are answered
             (None: every pair, every counterfactual).
+        remote: Where the exact patching traces run (`debug.causal.engine.sweep_pairs`'s `remote`).
 
     Returns:
         The exact sweeps (at the targets), in program order (empty when no program had a counterfactual).
@@ -465,7 +471,7 @@ def measure_causal_case(
     measure.metric("robust_pairs", k=len(robust), n=len(checked))
     measured = (checked if sweep_unsolved else (robust or checked))[:max_pairs]
     measured.sort(key=lambda p: p.index)
-    swept = _sweep_targets(loaded, measured) if measured else {}
+    swept = _sweep_targets(loaded, measured, remote) if measured else {}
     measured_robust = bool(robust) and not sweep_unsolved
     reasons = {p.index: _skip_reason(p, p.index in swept, measured_robust) for p in pairs}
     why = Counter(reason for reason in reasons.values() if reason)
@@ -530,7 +536,14 @@ def _attach_pictures(
 
 
 def measure_eval_case(
-    case: Any, loaded: Any, measure: Any, *, family: str, out_dir: str | Path, num_seqs_given: bool
+    case: Any,
+    loaded: Any,
+    measure: Any,
+    *,
+    family: str,
+    out_dir: str | Path,
+    num_seqs_given: bool,
+    remote: str = "off",
 ) -> list[SweepResult]:
     """The causal eval case of an eval module: `measure_causal_case` on the case's programs.
 
@@ -542,7 +555,14 @@ def measure_eval_case(
         out_dir: Where the pictures are written.
         num_seqs_given: Whether the user passed --num-seqs; then every measured pair is patched, otherwise
             `SWEPT_PAIRS`.
+        remote: The `--remote` choice (`debug.causal.engine.REMOTE_CHOICES`): where the exact patching
+            traces run; the logit lens, knockout and the attribution map stay in this process.
+
+    Raises:
+        CausalTracingError: A remote choice that cannot run (no API key, no hub model), before any work.
     """
+    where = REMOTE_CHOICES[remote]
+    check_remote(loaded, where, None)
     knobs = {k: v for k, v in case.task.knobs.items() if k != "query"}  # the family fixes query=True
     return measure_causal_case(
         loaded,
@@ -554,6 +574,7 @@ def measure_eval_case(
         out_dir=out_dir,
         knobs=knobs,
         max_pairs=None if num_seqs_given else SWEPT_PAIRS,
+        remote=where,
     )
 
 

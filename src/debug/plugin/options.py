@@ -137,6 +137,13 @@ def _add_model_options(group: pytest.OptionGroup) -> None:
         help="""arguments of the chat template as a JSON object, e.g. '{"enable_thinking": false}' """
         "(needs --chat-template)",
     )
+    group.addoption(
+        "--remote",
+        default="off",
+        choices=["off", "local", "ndif"],
+        help="causal evals: where the patching traces run; ndif: nnsight's remote execution (a hub model id "
+        "and an NDIF API key), local: the same serialized requests run here (default off: in process)",
+    )
 
 
 def _add_program_options(group: pytest.OptionGroup) -> None:
