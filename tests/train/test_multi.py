@@ -200,7 +200,7 @@ def test_train_report_shows_families_by_length_across_checkpoints(
     for ck in doc["checkpoints"]:
         assert ck["evaluation"]["by_family"]["boolean"].keys() == {"2", "4", "6", "8"}
     html = path.read_text()
-    assert 'id="families"' in html and html.count("data:image/png;base64,") == 3
+    assert 'id="families"' in html and html.count("data:image/png;base64,") == 6  # 3 + a panel per family
     assert any("by family: binding" in line for line in lines)
 
 

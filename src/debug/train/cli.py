@@ -42,7 +42,13 @@ from debug.train.config import (
 )
 from debug.train.evaluate import short_eval
 from debug.train.loop import train
-from debug.train.report import REPORT_RANGES, check_report_args, default_checkpoints, training_report
+from debug.train.report import (
+    REPORT_RANGES,
+    check_patch_families,
+    check_report_args,
+    default_checkpoints,
+    training_report,
+)
 
 #: Per-sitting fields with a flag (`log_every` has none): a resumed sitting may set them.
 SITTING_FLAGS = tuple(key for key in RUNTIME_KEYS if key != "log_every")
@@ -399,15 +405,25 @@ def report_parser() -> argparse.ArgumentParser:
         )
 
     count("per_hop", 100, "held-out programs per hop")
-    count("pairs", 8, "binding pairs per patching sweep")
-    count("num_hops", 3, "query depth of those pairs")
+    count("pairs", 8, "program pairs per family in each checkpoint's patching sweep")
+    count("num_hops", 3, "query depth of the binding pairs (16 lines)")
     low, high = REPORT_RANGES["per_length"]
     parser.add_argument(
         "--per-length",
         type=bounded(Range(low, high)),
         default=None,
         help="held-out programs per family and length re-measured per checkpoint, 0: binding only "
-        "(default: the run's own eval_per_length, 0 for a binder's run)",
+        "(default: each checkpoint's own per-family evaluation from the run's history, re-measured with "
+        "the run's eval_per_length where its step has none; 0 for a binder's run)",
+    )
+    parser.add_argument(
+        "--patch-families",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=None,
+        metavar="NAMES",
+        help="comma-separated families whose patching panels are drawn (binding, range, boolean), --pairs "
+        "pairs each (default: all three for a run that measures every family, none for a binder's run, "
+        "whose binding panel by ref depth is always drawn)",
     )
     return parser
 
@@ -419,6 +435,8 @@ def main_report(argv: list[str] | None = None) -> int:
         check_report_args(
             per_hop=args.per_hop, pairs=args.pairs, num_hops=args.num_hops, per_length=args.per_length
         )
+        if args.patch_families is not None:
+            check_patch_families(args.patch_families)
         models = args.models or default_checkpoints()
         training_report(
             models,
@@ -427,6 +445,7 @@ def main_report(argv: list[str] | None = None) -> int:
             pairs=args.pairs,
             num_hops=args.num_hops,
             per_length=args.per_length,
+            patch_families=args.patch_families,
         )
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"debug train-report: {err}") from None
