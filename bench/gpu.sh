@@ -35,7 +35,7 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 
 # Figures: each bench times our path and the alternative side by side and prints the ratio.
 timeout 120 python3 bench/behaviour.py --cases embedded random 2>&1 | tee "$OUT/behaviour.txt"
-timeout 180 python3 bench/patching.py --skip-big --per-cell-sample 150 --repeats 2 2>&1 | tee "$OUT/patching.txt"
+timeout 240 python3 bench/patching.py --per-cell-sample 150 --repeats 2 2>&1 | tee "$OUT/patching.txt"
 
 # Training: a new run warm-started from the CPU run's latest model (--resume refuses a change of device or
 # batch size, which change the weights); the model comes back as one archive (files from $OUT are limited).
