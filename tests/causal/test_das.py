@@ -10,6 +10,7 @@ import torch
 
 from debug.causal.architectures import get_path, resolve_architecture
 from debug.causal.das import _permuted_labels, _random_basis, das, das_by_layer, plot_das
+from debug.causal.forward import hidden_arg, with_hidden_arg
 from debug.causal.inputs import CausalTracingError
 from debug.models import LoadedModel
 from debug.programs import Program
@@ -26,18 +27,6 @@ def _pairs(n: int) -> list[tuple[Program, Program]]:
     return out
 
 
-def _loaded(folder: Path) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    return LoadedModel(model, AutoTokenizer.from_pretrained(folder), str(folder), "test")
-
-
-@pytest.fixture(scope="module", params=["qwen3", "gpt2"])
-def loaded(request: pytest.FixtureRequest) -> LoadedModel:
-    return _loaded(request.getfixturevalue(f"tiny_{request.param}_dir"))
-
-
 def _reference(loaded: LoadedModel, pair, layer: int, pos: int, basis: torch.Tensor | None) -> torch.Tensor:
     """Capture h_orig and h_cf with hooks, set h_orig + B^T B (h_cf - h_orig) in one more forward."""
     model, tok = loaded.model, loaded.tokenizer
@@ -46,7 +35,7 @@ def _reference(loaded: LoadedModel, pair, layer: int, pos: int, basis: torch.Ten
     acts = []
 
     def grab(m, args, kwargs):
-        acts.append((args[0] if args else kwargs["hidden_states"])[0, pos].clone())
+        acts.append(hidden_arg(args, kwargs)[0, pos].clone())
 
     ids = [torch.tensor([tok(p.text)["input_ids"]]) for p in pair]
     handle = module.register_forward_pre_hook(grab, with_kwargs=True)
@@ -58,9 +47,9 @@ def _reference(loaded: LoadedModel, pair, layer: int, pos: int, basis: torch.Ten
     new = h_c if basis is None else h_o + basis.T @ (basis @ (h_c - h_o))
 
     def put(m, args, kwargs):
-        hidden = (args[0] if args else kwargs["hidden_states"]).clone()
+        hidden = hidden_arg(args, kwargs).clone()
         hidden[0, pos] = new
-        return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+        return with_hidden_arg(args, kwargs, hidden)
 
     handle = module.register_forward_pre_hook(put, with_kwargs=True)
     with torch.no_grad():

@@ -14,6 +14,7 @@ import torch
 import debug.causal.engine as engine
 from debug.causal.architectures import UnsupportedArchitectureError, get_path, resolve_architecture
 from debug.causal.engine import sweep, sweep_pairs
+from debug.causal.forward import hidden_arg, with_hidden_arg
 from debug.causal.inputs import CausalTracingError
 from debug.causal.pairs import binding_pair
 from debug.causal.result import SweepResult, UnsolvedPairWarning
@@ -28,23 +29,7 @@ ORIGINAL = Program("a=1\nb=a\nc=7\n#b:", 1, {"answer_var": "b"})
 COUNTERFACTUAL = Program("a=4\nb=a\nc=7\n#b:", 4, {"answer_var": "b"})
 
 
-def _loaded(folder: Path) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    return LoadedModel(model, AutoTokenizer.from_pretrained(folder), str(folder), "test")
-
-
-@pytest.fixture(scope="module", params=["qwen3", "gpt2"])
-def loaded(request: pytest.FixtureRequest) -> LoadedModel:
-    return _loaded(request.getfixturevalue(f"tiny_{request.param}_dir"))
-
-
 # ---- reference: one plain forward per cell, patched with torch hooks (no nnsight) ----
-
-
-def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
 
 
 def _module(model: torch.nn.Module, site: str, layer: int) -> torch.nn.Module:
@@ -61,7 +46,7 @@ def _capture(model: torch.nn.Module, site: str, layer: int, ids: torch.Tensor) -
         handle = module.register_forward_hook(lambda m, a, out: box.append(out.detach().clone()))
     else:
         handle = module.register_forward_pre_hook(
-            lambda m, a, k: box.append(_hidden_arg(a, k).detach().clone()), with_kwargs=True
+            lambda m, a, k: box.append(hidden_arg(a, k).detach().clone()), with_kwargs=True
         )
     with torch.no_grad():
         model(input_ids=ids[None])
@@ -85,13 +70,9 @@ def _patched_last_logits(model, site, layer, pos, head, value, ids) -> torch.Ten
     if site == "mlp":
         handle = module.register_forward_hook(lambda m, a, out: replace(out))
     else:
-
-        def pre(m: Any, args: tuple, kwargs: dict) -> tuple:
-            if args:
-                return (replace(args[0]), *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": replace(kwargs["hidden_states"])}
-
-        handle = module.register_forward_pre_hook(pre, with_kwargs=True)
+        handle = module.register_forward_pre_hook(
+            lambda m, a, k: with_hidden_arg(a, k, replace(hidden_arg(a, k))), with_kwargs=True
+        )
     with torch.no_grad():
         logits = model(input_ids=ids[None]).logits[0, -1].float()
     handle.remove()
@@ -531,8 +512,8 @@ def test_tiles_cover_every_row_once_and_chunks_stay_in_one_tile() -> None:
 
 
 @pytest.fixture(scope="module")
-def qwen3(tiny_qwen3_dir: Path) -> LoadedModel:
-    return _loaded(tiny_qwen3_dir)
+def qwen3(tiny_qwen3_dir: Path, load_tiny) -> LoadedModel:
+    return load_tiny(tiny_qwen3_dir)
 
 
 @pytest.mark.parametrize("site", ["residual_stream", "attention_heads"])

@@ -24,13 +24,6 @@ MODULES = {
 }
 
 
-def _loaded(folder: Path, attn: str) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation=attn).eval()
-    return LoadedModel(model, AutoTokenizer.from_pretrained(folder), str(folder), "test")
-
-
 @pytest.fixture(scope="module", params=["qwen3", "gpt2"])
 def arch(request: pytest.FixtureRequest) -> tuple[str, Path]:
     return request.param, request.getfixturevalue(f"tiny_{request.param}_dir")
@@ -64,11 +57,11 @@ def _reference_logits(
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_knockout_equals_the_score_editing_reference(
-    arch, attn: str, monkeypatch: pytest.MonkeyPatch
+    arch, attn: str, load_tiny, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     name, folder = arch
-    loaded = _loaded(folder, attn)
-    reference_model = _loaded(folder, "eager")
+    loaded = load_tiny(folder, attn_implementation=attn)
+    reference_model = load_tiny(folder, attn_implementation="eager")
     tok = loaded.tokenizer
     ids = torch.tensor(tok(ORIGINAL.text)["input_ids"])
     cf_ids = torch.tensor(tok(COUNTERFACTUAL.text)["input_ids"])
@@ -95,8 +88,8 @@ def test_knockout_equals_the_score_editing_reference(
     assert np.abs(result.logit_diff - result.baseline.logit_diff).max() > 1e-4
 
 
-def test_single_program_targets_lines_and_plot(arch) -> None:
-    loaded = _loaded(arch[1], "sdpa")
+def test_single_program_targets_lines_and_plot(arch, load_tiny) -> None:
+    loaded = load_tiny(arch[1], attn_implementation="sdpa")
     result = attention_knockout(loaded, (ORIGINAL.text, 1), "final", "line:ref depth 1", layers=None)
     assert result.key_positions == [0, 1, 2, 3] and result.query_positions == [len(ORIGINAL.text) - 1]
     assert result.layer_sets == [[0, 1]] and np.isnan(result.logit_diff).all()
@@ -106,8 +99,10 @@ def test_single_program_targets_lines_and_plot(arch) -> None:
     assert len(plot_knockout(result).axes) == 1
 
 
-def test_knockout_bad_input_fails_before_any_forward(arch, monkeypatch: pytest.MonkeyPatch) -> None:
-    loaded = _loaded(arch[1], "sdpa")
+def test_knockout_bad_input_fails_before_any_forward(
+    arch, load_tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = load_tiny(arch[1], attn_implementation="sdpa")
 
     def no_forward(*args, **kwargs):
         raise AssertionError("a forward ran")
@@ -151,11 +146,11 @@ def test_debug_patch_method_knockout_saves_json_and_picture(
     assert (folder / "knockout.png").stat().st_size > 0
 
 
-def test_a_boolean_attention_mask_gets_a_boolean_knockout(arch) -> None:
+def test_a_boolean_attention_mask_gets_a_boolean_knockout(arch, load_tiny) -> None:
     from debug.causal.architectures import get_path, resolve_architecture
     from debug.causal.knockout import attention_module_path
 
-    loaded = _loaded(arch[1], "sdpa")
+    loaded = load_tiny(arch[1], attn_implementation="sdpa")
     pair = (ORIGINAL, COUNTERFACTUAL)
     n = len(ORIGINAL.text)
     expected = attention_knockout(loaded, pair, [n - 1], [2, 6]).prob_original

@@ -18,18 +18,6 @@ ORIGINAL = Program("a=1\nb=a\nc=7\n#b:", 1, {"answer_var": "b"})
 COUNTERFACTUAL = Program("a=4\nb=a\nc=7\n#b:", 4, {"answer_var": "b"})
 
 
-def _loaded(folder: Path) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    return LoadedModel(model, AutoTokenizer.from_pretrained(folder), str(folder), "test")
-
-
-@pytest.fixture(scope="module", params=["qwen3", "gpt2"])
-def loaded(request: pytest.FixtureRequest) -> LoadedModel:
-    return _loaded(request.getfixturevalue(f"tiny_{request.param}_dir"))
-
-
 def _reference(loaded: LoadedModel, text: str) -> torch.Tensor:
     """`[layers + 1, vocab]` lens logits: output_hidden_states, then the final norm and lm_head by hand."""
     model = loaded.model

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from debug.causal.architectures import get_path, resolve_architecture
+from debug.causal.forward import hidden_arg, with_hidden_arg
 from debug.causal.inputs import CausalTracingError
 from debug.causal.path_patching import path_patch, path_patch_heads, path_patch_hops, plot_path_patching
 from debug.models import LoadedModel
@@ -22,26 +23,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::debug.causal.result.UnsolvedPai
 
 ORIGINAL = Program("a=1\nb=a\nc=7\n#b:", 1, {"answer_var": "b"})
 COUNTERFACTUAL = Program("a=4\nb=a\nc=7\n#b:", 4, {"answer_var": "b"})
-
-
-def _loaded(folder: Path) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    return LoadedModel(model, AutoTokenizer.from_pretrained(folder), str(folder), "test")
-
-
-@pytest.fixture(scope="module", params=["qwen3", "gpt2"])
-def loaded(request: pytest.FixtureRequest) -> LoadedModel:
-    return _loaded(request.getfixturevalue(f"tiny_{request.param}_dir"))
-
-
-def _arg(args, kwargs):
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def _with_arg(args, kwargs, value):
-    return ((value, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": value})
 
 
 def _forward(model, ids, hooks) -> torch.Tensor:
@@ -56,7 +37,7 @@ def _forward(model, ids, hooks) -> torch.Tensor:
 
 def _capture(model, ids, module) -> torch.Tensor:
     box = []
-    _forward(model, ids, [(module, lambda m, a, k: box.append(_arg(a, k)[0].clone()))])
+    _forward(model, ids, [(module, lambda m, a, k: box.append(hidden_arg(a, k)[0].clone()))])
     return box[0]
 
 
@@ -91,24 +72,27 @@ def reference(loaded, sender, receivers, direct, positions=None) -> torch.Tensor
             model,
             ids,
             [
-                (layer, lambda m, a, k: _with_arg(a, k, _arg(a, k) + delta)),
-                (r_proj, lambda m, a, k, grab=grab: grab(_arg(a, k)[0].clone())),
+                (layer, lambda m, a, k: with_hidden_arg(a, k, hidden_arg(a, k) + delta)),
+                (r_proj, lambda m, a, k, grab=grab: grab(hidden_arg(a, k)[0].clone())),
             ],
         )
         recorded = box[0]
         heads = [r[1] for r in receivers if r[0] == r_layer]
 
         def put(m, a, k, recorded=recorded, heads=heads):
-            x = _arg(a, k).clone()
+            x = hidden_arg(a, k).clone()
             for h in heads:
                 hs = slice(h * arch.head_dim, (h + 1) * arch.head_dim)
                 x[0, :, hs] = recorded[:, hs]
-            return _with_arg(a, k, x)
+            return with_hidden_arg(a, k, x)
 
         hooks.append((r_proj, put))
     if direct:
         hooks.append(
-            (get_path(model, arch.spec.final_norm), lambda m, a, k: _with_arg(a, k, _arg(a, k) + delta))
+            (
+                get_path(model, arch.spec.final_norm),
+                lambda m, a, k: with_hidden_arg(a, k, hidden_arg(a, k) + delta),
+            )
         )
     return _forward(model, ids, hooks)
 

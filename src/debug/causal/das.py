@@ -47,11 +47,12 @@ from debug._util.jsonable import jsonable
 from debug.causal.architectures import get_path, resolve_architecture
 from debug.causal.forward import (
     check_eval,
-    forward_kwargs,
     hidden_arg,
-    input_device,
+    hooked_logits,
+    record_hidden,
     resolve_model,
     site_path,
+    with_hidden_arg,
 )
 from debug.causal.inputs import CausalTracingError, as_pair, check_context, prepare_inputs
 from debug.causal.knockout import resolve_positions
@@ -182,9 +183,7 @@ def _replace_hook(rows_pos: Any, values: Any) -> Any:
         mask = hidden.new_zeros(hidden.shape[:2])
         mask[list(rows), rows_pos] = 1.0
         patched = hidden * (1 - mask[..., None]) + mask[..., None] * values[:, None, :].to(hidden.dtype)
-        if args:
-            return (patched, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": patched}
+        return with_hidden_arg(args, kwargs, patched)
 
     return pre
 
@@ -194,10 +193,8 @@ def _run(model: Any, arch: Any, layer: int, ids: Any, positions: list[int], valu
 
     module = get_path(model, site_path(arch, "residual_stream", layer))
     handle = module.register_forward_pre_hook(_replace_hook(positions, values), with_kwargs=True)
-    try:
-        return model(input_ids=ids.to(input_device(model)), **forward_kwargs(model)).logits[:, -1].float()
-    finally:
-        handle.remove()
+    # Under the caller's grad mode: the basis trains through this forward.
+    return hooked_logits(model, ids, [handle], grad=True)
 
 
 def intervene(h_orig: Any, h_cf: Any, basis: Any | None) -> Any:
@@ -213,15 +210,8 @@ def _cache(model: Any, arch: Any, layer: int, pairs: list[Any], positions: list[
     orig = torch.stack([p.original_ids for p in pairs])
     cf = torch.stack([p.counterfactual_ids for p in pairs])
     box: list[Any] = []
-    handle = get_path(model, site_path(arch, "residual_stream", layer)).register_forward_pre_hook(
-        lambda m, a, k: box.append(hidden_arg(a, k).detach().clone()), with_kwargs=True
-    )
-    try:
-        with torch.no_grad():
-            logits = model(input_ids=torch.cat([orig, cf]).to(input_device(model)), **forward_kwargs(model))
-            logits = logits.logits[:, -1].float()
-    finally:
-        handle.remove()
+    handle = record_hidden(get_path(model, site_path(arch, "residual_stream", layer)), box)
+    logits = hooked_logits(model, torch.cat([orig, cf]), [handle])
     n = len(pairs)
     acts = box[0]
     index = torch.arange(n)

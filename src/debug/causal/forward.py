@@ -1,12 +1,15 @@
 """What every causal method shares about running the model: the model it is given, the sites it can read, the
-keyword arguments of each forward, and the scores of an unpatched run.
+hooks that read and set hidden states, each hooked forward and its keyword arguments, and the scores of an
+unpatched run.
 
 One module below the engine and the other methods, so each of them uses these without importing another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -90,6 +93,48 @@ def site_path(arch: Architecture, site: str, layer: int) -> str:
 def hidden_arg(args: tuple, kwargs: dict) -> Any:
     """The hidden states a forward pre-hook sees: decoder layers and norms take them first, or by name."""
     return args[0] if args else kwargs["hidden_states"]
+
+
+def with_hidden_arg(args: tuple, kwargs: dict, value: Any) -> tuple[tuple, dict]:
+    """What a forward pre-hook returns to set the hidden states (`hidden_arg`) to `value`: (args, kwargs)."""
+    return ((value, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": value})
+
+
+def record_hidden(module: torch.nn.Module, box: list) -> Any:
+    """Hook `module` to append a detached copy of the hidden states it is given (`hidden_arg`) to `box`.
+
+    Returns:
+        The forward pre-hook's removable handle.
+    """
+    return module.register_forward_pre_hook(
+        lambda m, a, k: box.append(hidden_arg(a, k).detach().clone()), with_kwargs=True
+    )
+
+
+def hooked_forward(
+    model: torch.nn.Module, input_ids: torch.Tensor, handles: Iterable[Any], *, grad: bool = False
+) -> Any:
+    """The output of one forward of `input_ids` with `forward_kwargs`; then the hooks' `handles` are removed.
+
+    Args:
+        model: The transformers model, its hooks already registered.
+        input_ids: `[rows, seq]` token ids; moved to the model's `input_device`.
+        handles: The hooks' removable handles; removed even when the forward raises.
+        grad: Run under the caller's grad mode (a trained intervention needs gradients) instead of no-grad.
+    """
+    try:
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            return model(input_ids=input_ids.to(input_device(model)), **forward_kwargs(model))
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def hooked_logits(
+    model: torch.nn.Module, input_ids: torch.Tensor, handles: Iterable[Any], *, grad: bool = False
+) -> torch.Tensor:
+    """`[rows, vocab]` float last-position logits of `hooked_forward` (same arguments)."""
+    return hooked_forward(model, input_ids, handles, grad=grad).logits[:, -1].float()
 
 
 def forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from debug.causal.architectures import get_path, resolve_architecture
-from debug.causal.forward import check_eval, forward_kwargs, input_device, resolve_model, unpatched_run
+from debug.causal.forward import check_eval, hooked_logits, input_device, resolve_model, unpatched_run
 from debug.causal.inputs import (
     AnswerTokens,
     CausalTracingError,
@@ -275,13 +275,7 @@ def knocked_logits(
     for layer in sorted({layer for s in layer_sets for layer in s}):
         module = get_path(model, attention_module_path(arch, layer))
         handles.append(module.register_forward_pre_hook(hook_for(layer), with_kwargs=True))
-    try:
-        batch = input_ids.to(device)[None].expand(rows, -1)
-        with torch.no_grad():
-            return model(input_ids=batch, **forward_kwargs(model)).logits[:, -1].float()
-    finally:
-        for handle in handles:
-            handle.remove()
+    return hooked_logits(model, input_ids.to(device)[None].expand(rows, -1), handles)
 
 
 def knockout_by_layer(

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from debug.causal.architectures import get_path, resolve_architecture
-from debug.causal.forward import check_eval, forward_kwargs, hidden_arg, input_device, resolve_model
+from debug.causal.forward import check_eval, hidden_arg, hooked_forward, resolve_model
 from debug.causal.inputs import (
     CausalTracingError,
     as_text_and_answer,
@@ -167,18 +167,14 @@ def residual_streams(model: Any, arch: Any, input_ids: Any, position: int = -1) 
     box: list[Any] = []
     modules = [get_path(model, arch.layer_path(layer)) for layer in range(arch.num_layers)]
     modules.append(get_path(model, arch.spec.final_norm))
+    # Only the one position is kept: `record_hidden` would hold every position of every layer.
     handles = [
         module.register_forward_pre_hook(
             lambda m, a, k: box.append(hidden_arg(a, k)[0, position].detach().clone()), with_kwargs=True
         )
         for module in modules
     ]
-    try:
-        with torch.no_grad():
-            model(input_ids=input_ids.to(input_device(model))[None], **forward_kwargs(model))
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooked_forward(model, input_ids[None], handles)
     return torch.stack(box)
 
 

@@ -41,11 +41,13 @@ import torch
 from debug.causal.architectures import get_path, resolve_architecture
 from debug.causal.forward import (
     check_eval,
-    forward_kwargs,
     hidden_arg,
+    hooked_logits,
     input_device,
+    record_hidden,
     resolve_model,
     unpatched_run,
+    with_hidden_arg,
 )
 from debug.causal.inputs import CausalTracingError, as_pair, check_context, prepare_inputs
 from debug.causal.knockout import resolve_positions
@@ -147,21 +149,6 @@ class PathPatchResult(Effects):
         }
 
 
-def _with_hidden(args: tuple, kwargs: dict, value: Any) -> tuple[tuple, dict]:
-    """A pre-hook's (args, kwargs) with the hidden states (`forward.hidden_arg`) replaced by `value`."""
-    return ((value, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": value})
-
-
-def _last_logits(model: Any, ids: Any, handles: list[Any]) -> Any:
-    """`[rows, vocab]` last-position logits of one no-grad forward of `ids`; then the hooks are removed."""
-    try:
-        with torch.no_grad():
-            return model(input_ids=ids.to(input_device(model)), **forward_kwargs(model)).logits[:, -1].float()
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def _check_head(value: Any, arch: Any, name: str) -> tuple[int, int]:
     try:
         layer, head = (int(v) for v in value)
@@ -209,24 +196,130 @@ def _cache(model: Any, arch: Any, pair: Any) -> tuple[dict[str, Any], Any]:
     """One forward over [original, counterfactual]: head outputs, MLP outputs, final residuals, logits."""
 
     store: dict[str, Any] = {"heads": [], "mlp": []}
+    final: list[Any] = []
     handles = []
     for layer in range(arch.num_layers):
-        out_proj = get_path(model, arch.attn_out_path(layer))
         mlp = get_path(model, arch.mlp_path(layer))
+        handles.append(record_hidden(get_path(model, arch.attn_out_path(layer)), store["heads"]))
+        handles.append(mlp.register_forward_hook(lambda m, a, out: store["mlp"].append(out.detach().clone())))
+    handles.append(record_hidden(get_path(model, arch.spec.final_norm), final))
+    batch = torch.stack([pair.original_ids, pair.counterfactual_ids])
+    logits = hooked_logits(model, batch, handles)
+    store["final"] = final[0]
+    return store, logits
+
+
+def _freeze_heads(
+    layer: int,
+    arch: Any,
+    store: dict,
+    senders: list[tuple[int, int]],
+    index: list[Any],
+    recorded: dict[int, Any],
+) -> Any:
+    """Step 1's pre-hook on the output projection of `layer`: records the heads, then freezes them.
+
+    Every head's output as computed goes to `recorded[layer]`; then every head is set to the original's,
+    except each row's sender (if in this layer), set to the counterfactual's at its positions (`index`).
+    """
+
+    heads, hd = arch.num_heads, arch.head_dim
+
+    def pre(module: Any, args: tuple, kwargs: dict) -> tuple:
+        x = hidden_arg(args, kwargs)
+        rows = x.shape[0]
+        recorded[layer] = x.detach().clone().view(rows, x.shape[1], heads, hd)
+        frozen = store["heads"][layer][0].expand(rows, -1, -1).clone().view(rows, x.shape[1], heads, hd)
+        cf = store["heads"][layer][1].view(x.shape[1], heads, hd)
+        for row, (s_layer, s_head) in enumerate(senders):
+            if s_layer == layer:
+                at = index[row]
+                frozen[row, at, s_head] = cf[at, s_head]
+        return with_hidden_arg(args, kwargs, frozen.view(x.shape))
+
+    return pre
+
+
+def _freeze_hooks(
+    model: Any, arch: Any, store: dict, senders: list[tuple[int, int]], index: list[Any], recorded: dict
+) -> list[Any]:
+    """Step 1's hooks: heads frozen (`_freeze_heads`), MLP outputs set to the original's, final norm recorded.
+
+    `recorded` gets each layer's computed head outputs (by layer) and the final norm's input (in "final").
+    """
+
+    handles = []
+    for layer in range(arch.num_layers):
         handles.append(
-            out_proj.register_forward_pre_hook(
-                lambda m, a, k: store["heads"].append(hidden_arg(a, k).detach().clone()), with_kwargs=True
+            get_path(model, arch.attn_out_path(layer)).register_forward_pre_hook(
+                _freeze_heads(layer, arch, store, senders, index, recorded), with_kwargs=True
             )
         )
-        handles.append(mlp.register_forward_hook(lambda m, a, out: store["mlp"].append(out.detach().clone())))
-    norm = get_path(model, arch.spec.final_norm)
-    handles.append(
-        norm.register_forward_pre_hook(
-            lambda m, a, k: store.__setitem__("final", hidden_arg(a, k).detach().clone()), with_kwargs=True
+        orig_mlp = store["mlp"][layer][0]
+        handles.append(
+            get_path(model, arch.mlp_path(layer)).register_forward_hook(
+                lambda m, a, out, value=orig_mlp: value.expand_as(out).clone()
+            )
         )
-    )
-    batch = torch.stack([pair.original_ids, pair.counterfactual_ids])
-    return store, _last_logits(model, batch, handles)
+    recorded["final"] = []
+    handles.append(record_hidden(get_path(model, arch.spec.final_norm), recorded["final"]))
+    return handles
+
+
+def _receivers_by_layer(receivers: list[list[Any]]) -> dict[int, list[tuple[int, int]]]:
+    """Per layer, the (row, head) of every receiver head in it (the "logits" receiver left out)."""
+    by_layer: dict[int, list[tuple[int, int]]] = {}
+    for row, rs in enumerate(receivers):
+        for r in rs:
+            if r != LOGITS:
+                by_layer.setdefault(r[0], []).append((row, r[1]))
+    return by_layer
+
+
+def _put_receivers(layer: int, arch: Any, slots: list[tuple[int, int]], recorded: dict) -> Any:
+    """Step 2's pre-hook on the output projection of `layer`: each (row, head) in `slots` set to step 1's."""
+
+    heads, hd = arch.num_heads, arch.head_dim
+
+    def pre(module: Any, args: tuple, kwargs: dict) -> tuple:
+        x = hidden_arg(args, kwargs)
+        value = x.clone().view(x.shape[0], x.shape[1], heads, hd)
+        for row, head in slots:
+            value[row, :, head] = recorded[layer][row, :, head]
+        return with_hidden_arg(args, kwargs, value.view(x.shape))
+
+    return pre
+
+
+def _add_direct(delta_final: Any, direct: Any) -> Any:
+    """Step 2's pre-hook on the final norm: the sender's change to the final residual added where `direct`."""
+
+    def pre(module: Any, args: tuple, kwargs: dict) -> tuple:
+        x = hidden_arg(args, kwargs)
+        return with_hidden_arg(args, kwargs, x + delta_final * direct[:, None, None].to(x.dtype))
+
+    return pre
+
+
+def _receiver_hooks(
+    model: Any, arch: Any, receivers: list[list[Any]], recorded: dict, delta_final: Any, device: Any
+) -> list[Any]:
+    """Step 2's hooks: receiver heads replaced (`_put_receivers`), the direct path added (`_add_direct`)."""
+
+    handles = [
+        get_path(model, arch.attn_out_path(layer)).register_forward_pre_hook(
+            _put_receivers(layer, arch, slots, recorded), with_kwargs=True
+        )
+        for layer, slots in _receivers_by_layer(receivers).items()
+    ]
+    direct = torch.tensor([LOGITS in rs for rs in receivers], device=device)
+    if bool(direct.any()):
+        handles.append(
+            get_path(model, arch.spec.final_norm).register_forward_pre_hook(
+                _add_direct(delta_final, direct), with_kwargs=True
+            )
+        )
+    return handles
 
 
 def _path_logits(
@@ -240,84 +333,15 @@ def _path_logits(
 ) -> Any:
     """`[rows, vocab]` logits of the two-step path patch; row i = senders[i] at positions[i], receivers[i]."""
 
-    rows, hd, heads = len(senders), arch.head_dim, arch.num_heads
     device = input_device(model)
     index = [torch.tensor(p, device=device) for p in positions]
-    ids = pair.original_ids.to(device)[None].expand(rows, -1)
-    recorded: dict[int, Any] = {}
-    final_a: dict[str, Any] = {}
-    handles = []
-
-    def freeze_heads(layer: int) -> Any:
-        def pre(module: Any, args: tuple, kwargs: dict) -> tuple:
-            x = hidden_arg(args, kwargs)
-            recorded[layer] = x.detach().clone().view(rows, x.shape[1], heads, hd)
-            frozen = store["heads"][layer][0].expand(rows, -1, -1).clone().view(rows, x.shape[1], heads, hd)
-            cf = store["heads"][layer][1].view(x.shape[1], heads, hd)
-            for row, (s_layer, s_head) in enumerate(senders):
-                if s_layer == layer:
-                    at = index[row]
-                    frozen[row, at, s_head] = cf[at, s_head]
-            value = frozen.view(x.shape)
-            return _with_hidden(args, kwargs, value)
-
-        return pre
-
-    for layer in range(arch.num_layers):
-        handles.append(
-            get_path(model, arch.attn_out_path(layer)).register_forward_pre_hook(
-                freeze_heads(layer), with_kwargs=True
-            )
-        )
-        orig_mlp = store["mlp"][layer][0]
-        handles.append(
-            get_path(model, arch.mlp_path(layer)).register_forward_hook(
-                lambda m, a, out, value=orig_mlp: value.expand_as(out).clone()
-            )
-        )
-    norm = get_path(model, arch.spec.final_norm)
-    handles.append(
-        norm.register_forward_pre_hook(
-            lambda m, a, k: final_a.__setitem__("x", hidden_arg(a, k).detach().clone()), with_kwargs=True
-        )
-    )
-    frozen_logits = _last_logits(model, ids, handles)
+    ids = pair.original_ids.to(device)[None].expand(len(senders), -1)
+    recorded: dict[int | str, Any] = {}  # step 1's head outputs by layer; "final": [its final residual]
+    frozen_logits = hooked_logits(model, ids, _freeze_hooks(model, arch, store, senders, index, recorded))
     if all(rs == [LOGITS] for rs in receivers):
         return frozen_logits
-    delta_final = final_a["x"] - store["final"][0][None]
-    direct = torch.tensor([LOGITS in rs for rs in receivers], device=device)
-    by_layer: dict[int, list[tuple[int, int]]] = {}
-    for row, rs in enumerate(receivers):
-        for r in rs:
-            if r != LOGITS:
-                by_layer.setdefault(r[0], []).append((row, r[1]))
-    handles = []
-
-    def put_receivers(layer: int) -> Any:
-        def pre(module: Any, args: tuple, kwargs: dict) -> tuple:
-            x = hidden_arg(args, kwargs)
-            value = x.clone().view(rows, x.shape[1], heads, hd)
-            for row, head in by_layer[layer]:
-                value[row, :, head] = recorded[layer][row, :, head]
-            value = value.view(x.shape)
-            return _with_hidden(args, kwargs, value)
-
-        return pre
-
-    def add_direct(module: Any, args: tuple, kwargs: dict) -> tuple:
-        x = hidden_arg(args, kwargs)
-        value = x + delta_final * direct[:, None, None].to(x.dtype)
-        return _with_hidden(args, kwargs, value)
-
-    for layer in by_layer:
-        handles.append(
-            get_path(model, arch.attn_out_path(layer)).register_forward_pre_hook(
-                put_receivers(layer), with_kwargs=True
-            )
-        )
-    if bool(direct.any()):
-        handles.append(norm.register_forward_pre_hook(add_direct, with_kwargs=True))
-    return _last_logits(model, ids, handles)
+    delta_final = recorded["final"][0] - store["final"][0][None]
+    return hooked_logits(model, ids, _receiver_hooks(model, arch, receivers, recorded, delta_final, device))
 
 
 def _senders_at(spec: Any, pair: Any) -> tuple[list[int], str]:
