@@ -312,19 +312,70 @@ def attribution_sweep(
     """
     started = time.perf_counter()
     plan = _plan(model, original, counterfactual, site, layers, positions, heads)
-    hf, tokenizer, arch = plan.loaded.model, plan.loaded.tokenizer, plan.arch
+    arch = plan.arch
     if grad_drop and arch.num_layers < 2:
         raise CausalTracingError(
             "GradDrop needs at least 2 decoder layers (it divides by L - 1); use qk_fix alone"
         )
-    device = input_device(hf)
-    kwargs = forward_kwargs(hf)
     # The QK fix reads layer l's pattern for residual cells of decoder layers l (not the final residual).
     qk_layers = (
         [layer for layer in plan.layers if layer < arch.num_layers]
         if qk_fix and site == "residual_stream"
         else []
     )
+    traced = _trace(plan, qk_layers, grad_drop)
+    tokenizer = plan.loaded.tokenizer
+    answer = plan.pair.answer or answer_from_model(traced.orig_logits.detach(), traced.cf_logits, tokenizer)
+    runs = (
+        unpatched_run(traced.orig_logits, answer, tokenizer),
+        unpatched_run(traced.cf_logits, answer, tokenizer),
+    )
+    ld = (
+        traced.orig_logits[answer.counterfactual_id].double()
+        - traced.orig_logits[answer.original_id].double()
+    )
+    grads = _gradients(traced, ld, plan, qk_layers, grad_drop)
+    base = traced.estimate(plan, qk_layers, grads.sites, grads.probs)
+    final = _grad_drop(traced, plan, qk_layers, grads, base) if grad_drop else base
+    return _result(
+        plan, answer, runs, final, started, warn_unsolved, _method_sentence(plan, qk_layers, grad_drop)
+    )
+
+
+@dataclass
+class _Traced:
+    """The two forwards of an attribution sweep: logits, site activations, patterns, layer inputs."""
+
+    cf_logits: torch.Tensor
+    orig_logits: torch.Tensor
+    cf_acts: dict[int, torch.Tensor]
+    orig_acts: dict[int, torch.Tensor]  # in the graph
+    cf_patterns: dict[int, Any]
+    patterns: dict[int, Any]  # in the graph (QK fix)
+    layer_inputs: dict[int, torch.Tensor]  # every decoder layer's input and the final residual (GradDrop)
+    deltas: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def estimate(
+        self, plan: SweepPlan, qk_layers: list[int], site_grads: dict[int, Any], prob_grads: dict[int, Any]
+    ) -> np.ndarray:
+        """First-order estimates of every cell from these gradients, QK-fixed where `qk_layers` say."""
+        cells = _cell_estimates(plan, self.deltas, site_grads)
+        for layer in qk_layers:
+            cells[plan.layers.index(layer)] += _qk_correction(
+                self.patterns[layer],
+                self.cf_patterns[layer],
+                prob_grads[layer],
+                self.orig_acts[layer],
+                self.deltas[layer],
+            )[plan.positions].numpy()
+        return cells
+
+
+def _trace(plan: SweepPlan, qk_layers: list[int], grad_drop: bool) -> _Traced:
+    """The counterfactual forward (no gradients), then the original's, its read activations in the graph."""
+    hf, arch, site = plan.loaded.model, plan.arch, plan.site
+    device = input_device(hf)
+    kwargs = forward_kwargs(hf)
     probe = _attention_probe if qk_layers else _no_probe
 
     cf_acts: dict[int, torch.Tensor] = {}
@@ -339,9 +390,7 @@ def attribution_sweep(
 
     orig_acts: dict[int, torch.Tensor] = {}
     patterns: dict[int, _Pattern] = {}
-    layer_inputs: dict[
-        int, torch.Tensor
-    ] = {}  # GradDrop: every decoder layer's input, and the final residual
+    layer_inputs: dict[int, torch.Tensor] = {}
     handles = _capture(hf, arch, site, plan.layers, orig_acts)
     # A leaf after the embedding puts every later activation in the graph even when the weights are frozen;
     # gradients are asked only for the activations, never accumulated into parameters.
@@ -356,69 +405,72 @@ def attribution_sweep(
     finally:
         for h in handles:
             h.remove()
+    traced = _Traced(cf_logits, orig_logits, cf_acts, orig_acts, cf_patterns, patterns, layer_inputs)
+    traced.deltas = {m: (cf_acts[m][0] - orig_acts[m][0].detach()).double() for m in plan.layers}
+    return traced
 
-    answer = plan.pair.answer or answer_from_model(orig_logits.detach(), cf_logits, tokenizer)
-    runs = (unpatched_run(orig_logits, answer, tokenizer), unpatched_run(cf_logits, answer, tokenizer))
-    ld = orig_logits[answer.counterfactual_id].double() - orig_logits[answer.original_id].double()
-    deltas = {layer: (cf_acts[layer][0] - orig_acts[layer][0].detach()).double() for layer in plan.layers}
-    num_layers = arch.num_layers
 
-    def estimate(site_grads: dict[int, Any], prob_grads: dict[int, Any]) -> np.ndarray:
-        cells = _cell_estimates(plan, deltas, site_grads)
-        for layer in qk_layers:
-            cells[plan.layers.index(layer)] += _qk_correction(
-                patterns[layer], cf_patterns[layer], prob_grads[layer], orig_acts[layer], deltas[layer]
-            )[plan.positions].numpy()
-        return cells
+@dataclass
+class _Gradients:
+    """dLD/da at every swept layer, dLD/dA of the patterns the QK fix reads, dLD/dr at every layer input."""
 
-    # One backward: dLD/da at every swept layer, dLD/dA of the patterns the QK fix reads, and for GradDrop
-    # dLD/dr at every layer input r^l.
-    inputs = list(range(num_layers + 1)) if grad_drop else []
-    wanted = [orig_acts[m] for m in plan.layers] + [patterns[m].probs for m in qk_layers]
-    wanted += [layer_inputs[m] for m in inputs]
+    sites: dict[int, Any]
+    probs: dict[int, Any]
+    inputs: dict[int, Any]
+
+
+def _gradients(
+    traced: _Traced, ld: torch.Tensor, plan: SweepPlan, qk_layers: list[int], grad_drop: bool
+) -> _Gradients:
+    """One backward for all of them (the graph is kept when the QK fix or GradDrop reads it again)."""
+    inputs = list(range(plan.arch.num_layers + 1)) if grad_drop else []
+    wanted = [traced.orig_acts[m] for m in plan.layers] + [traced.patterns[m].probs for m in qk_layers]
+    wanted += [traced.layer_inputs[m] for m in inputs]
     grads = iter(
         torch.autograd.grad(ld, wanted, allow_unused=True, retain_graph=bool(qk_layers) or grad_drop)
     )
-    site_grads = {m: next(grads) for m in plan.layers}
-    prob_grads = {m: next(grads) for m in qk_layers}
-    input_grads = {m: next(grads) for m in inputs}
-    base = estimate(site_grads, prob_grads)
-    if grad_drop:
-        # Dropping layer l' removes the gradient that enters l''s residual contribution from r^(l'+1):
-        # u = dLD/dr^l' - dLD/dr^(l'+1), what the full gradient at r^l' carries beyond the skip path. By
-        # linearity, below r^l' every gradient loses the backward of u from r^l'; inside layer l' nothing
-        # is left; above it nothing changes. One backward per drop, each only from r^l' down. Drops of layers
-        # below every swept cell change none of them: those terms are `base`.
-        below = min(min(plan.layers), num_layers)
-        total = below * np.abs(base)
-        for drop in range(below, num_layers):
-            u = _minus(input_grads[drop], input_grads[drop + 1])
-            sites_below = [m for m in plan.layers if m < drop]
-            probs_below = [m for m in qk_layers if m < drop]
-            targets = [orig_acts[m] for m in sites_below] + [patterns[m].probs for m in probs_below]
-            lost = iter(
-                torch.autograd.grad(layer_inputs[drop], targets, u, retain_graph=True, allow_unused=True)
-                if targets and u is not None
-                else [None] * len(targets)
-            )
-            dropped_sites = {m: _minus(site_grads[m], next(lost)) for m in sites_below}
-            dropped_probs = {m: _minus(prob_grads[m], next(lost)) for m in probs_below}
-            for m in plan.layers:
-                if m == drop:
-                    # r^l' keeps its skip path (dLD/dr^(l'+1)); a head or MLP inside layer l' keeps nothing.
-                    dropped_sites[m] = input_grads[drop + 1] if site == "residual_stream" else None
-                elif m > drop:
-                    dropped_sites[m] = site_grads[m]
-            for m in qk_layers:
-                if m >= drop:
-                    dropped_probs[m] = None if m == drop else prob_grads[m]
-            total += np.abs(estimate(dropped_sites, dropped_probs))
-        final = np.where(base < 0, -1.0, 1.0) * total / (num_layers - 1)
-    else:
-        final = base
-    return _result(
-        plan, answer, runs, final, started, warn_unsolved, _method_sentence(plan, qk_layers, grad_drop)
-    )
+    sites = {m: next(grads) for m in plan.layers}
+    probs = {m: next(grads) for m in qk_layers}
+    return _Gradients(sites, probs, {m: next(grads) for m in inputs})
+
+
+def _grad_drop(
+    traced: _Traced, plan: SweepPlan, qk_layers: list[int], grads: _Gradients, base: np.ndarray
+) -> np.ndarray:
+    """AtP+GD: sign(base) * 1/(L-1) * sum over dropped layers l' of |the estimate without l''s gradient|.
+
+    Dropping layer l' removes the gradient that enters l''s residual contribution from r^(l'+1):
+    u = dLD/dr^l' - dLD/dr^(l'+1), what the full gradient at r^l' carries beyond the skip path. By linearity,
+    below r^l' every gradient loses the backward of u from r^l'; inside layer l' nothing is left; above it
+    nothing changes. One backward per drop, each only from r^l' down. Drops of layers below every swept
+    cell change none of them: those terms are `base`.
+    """
+    num_layers = plan.arch.num_layers
+    below = min(min(plan.layers), num_layers)
+    total = below * np.abs(base)
+    for drop in range(below, num_layers):
+        u = _minus(grads.inputs[drop], grads.inputs[drop + 1])
+        sites_below = [m for m in plan.layers if m < drop]
+        probs_below = [m for m in qk_layers if m < drop]
+        targets = [traced.orig_acts[m] for m in sites_below] + [traced.patterns[m].probs for m in probs_below]
+        lost = iter(
+            torch.autograd.grad(traced.layer_inputs[drop], targets, u, retain_graph=True, allow_unused=True)
+            if targets and u is not None
+            else [None] * len(targets)
+        )
+        dropped_sites = {m: _minus(grads.sites[m], next(lost)) for m in sites_below}
+        dropped_probs = {m: _minus(grads.probs[m], next(lost)) for m in probs_below}
+        for m in plan.layers:
+            if m == drop:
+                # r^l' keeps its skip path (dLD/dr^(l'+1)); a head or MLP inside layer l' keeps nothing.
+                dropped_sites[m] = grads.inputs[drop + 1] if plan.site == "residual_stream" else None
+            elif m > drop:
+                dropped_sites[m] = grads.sites[m]
+        for m in qk_layers:
+            if m >= drop:
+                dropped_probs[m] = None if m == drop else grads.probs[m]
+        total += np.abs(traced.estimate(plan, qk_layers, dropped_sites, dropped_probs))
+    return np.where(base < 0, -1.0, 1.0) * total / (num_layers - 1)
 
 
 def _minus(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
