@@ -154,8 +154,8 @@ VARIANTS = {
 }
 
 
-def bench_one(loaded: LoadedModel, args: argparse.Namespace, *, big: bool) -> dict[str, Any]:
-    """Time every way on one model; returns the row of the table."""
+def _setup(loaded: LoadedModel, args: argparse.Namespace, big: bool) -> dict[str, Any]:
+    """The pair, its cells and the ways to time on this model (the big shape on a CPU: a reduced grid)."""
     device = loaded.model.get_input_embeddings().weight.device
     on_cpu = device.type == "cpu"
     seq_len = 4 if (big and on_cpu) else args.seq_len
@@ -164,37 +164,43 @@ def bench_one(loaded: LoadedModel, args: argparse.Namespace, *, big: bool) -> di
     arch = resolve_architecture(loaded.model)
     n_tokens = int(pair.original_ids.shape[0])
     layers = list(range(0, arch.num_layers, 9)) if (big and on_cpu) else list(range(arch.num_layers))
-    cells = [(layer, pos) for layer in layers for pos in range(n_tokens)]
-    batch_size = args.batch_size or auto_batch_size(loaded.model, arch, n_tokens)
-    # The default is prefix+skip on a CPU and skip layers elsewhere; time the other one too.
-    names = ["one-pass", "default", "skip layers" if on_cpu else "prefix+skip"]
+    return {
+        "device": device,
+        "on_cpu": on_cpu,
+        "original": original,
+        "counterfactual": counterfactual,
+        "pair": pair,
+        "arch": arch,
+        "n_tokens": n_tokens,
+        "layers": layers,
+        "cells": [(layer, pos) for layer in layers for pos in range(n_tokens)],
+        "batch_size": args.batch_size or auto_batch_size(loaded.model, arch, n_tokens),
+        # The default is prefix+skip on a CPU and skip layers elsewhere; time the other one too.
+        "names": ["one-pass", "default", "skip layers" if on_cpu else "prefix+skip"],
+    }
 
-    def run(name: str) -> Any:
-        return sweep(
-            loaded,
-            original,
-            counterfactual,
-            layers=layers,
-            batch_size=args.batch_size,
-            warn_unsolved=False,
-            **VARIANTS[name],
-        )
 
+def _run(loaded: LoadedModel, setup: dict[str, Any], name: str, batch_size: int | None, **where: Any) -> Any:
+    where = where or {"layers": setup["layers"]}
+    return sweep(
+        loaded,
+        setup["original"],
+        setup["counterfactual"],
+        batch_size=batch_size,
+        warn_unsolved=False,
+        **where,
+        **VARIANTS[name],
+    )
+
+
+def _timings(loaded: LoadedModel, setup: dict[str, Any], args: argparse.Namespace) -> tuple[dict, dict]:
+    """Warm-up, then interleaved repeats of every way and of the plain forward: (times, results)."""
+    names, device, pair, cells = setup["names"], setup["device"], setup["pair"], setup["cells"]
     # Warm-up: kernels, allocator and nnsight's first-trace costs are paid before any clock starts.
     for name in names:
-        kwargs = VARIANTS[name]
-        sweep(
-            loaded,
-            original,
-            counterfactual,
-            layers=layers[-1:],
-            positions=[1, 2],
-            warn_unsolved=False,
-            **kwargs,
-        )
+        _run(loaded, setup, name, None, layers=setup["layers"][-1:], positions=[1, 2])
     brute_force(loaded, pair.original_ids, 2, 2)
     per_cell_loop(loaded, pair, cells[:2])
-
     # Interleaved repeats, medians: the machine may be shared, and load drifts between runs.
     times: dict[str, list[float]] = {name: [] for name in names + ["plain"]}
     results: dict[str, Any] = {}
@@ -202,44 +208,62 @@ def bench_one(loaded: LoadedModel, args: argparse.Namespace, *, big: bool) -> di
         for name in names:
             _sync(device)
             start = time.perf_counter()
-            results[name] = run(name)
+            results[name] = _run(loaded, setup, name, args.batch_size)
             _sync(device)
             times[name].append(time.perf_counter() - start)
-        times["plain"].append(
-            brute_force(loaded, pair.original_ids, len(cells) + 2, batch_size)
-        )  # + cache run
+        # The plain forward over the same rows, + the cache run.
+        times["plain"].append(brute_force(loaded, pair.original_ids, len(cells) + 2, setup["batch_size"]))
+    return times, results
+
+
+def _work(loaded: LoadedModel, setup: dict[str, Any], args: argparse.Namespace) -> dict[str, int]:
+    """Tokens run through the decoder layers by the one-pass and the default sweep."""
+    work = {}
+    for name in ("one-pass", "default"):
+        counter = _WorkCounter(loaded.model)
+        try:
+            _run(loaded, setup, name, args.batch_size)
+        finally:
+            counter.close()
+        work[name] = counter.tokens
+    return work
+
+
+def _per_cell(
+    loaded: LoadedModel, setup: dict[str, Any], args: argparse.Namespace, reference: np.ndarray
+) -> tuple[float, int, float]:
+    """The per-cell loop over a sample of cells: (seconds for every cell, sample size, max |LD diff|)."""
+    cells = setup["cells"]
+    sample_size = min(len(cells), args.per_cell_sample or (24 if setup["on_cpu"] else len(cells)))
+    picks = sorted(np.random.default_rng(0).choice(len(cells), size=sample_size, replace=False))
+    t_cells, per_cell_ld = per_cell_loop(loaded, setup["pair"], [cells[i] for i in picks])
+    diff = float(np.abs(reference.reshape(-1)[picks] - per_cell_ld).max())
+    return t_cells / sample_size * len(cells), sample_size, diff
+
+
+def bench_one(loaded: LoadedModel, args: argparse.Namespace, *, big: bool) -> dict[str, Any]:
+    """Time every way on one model; returns the row of the table."""
+    setup = _setup(loaded, args, big)
+    names, cells, n_tokens = setup["names"], setup["cells"], setup["n_tokens"]
+    times, results = _timings(loaded, setup, args)
     median = {name: float(np.median(t)) for name, t in times.items()}
 
     def ratio(a: str, b: str) -> float:
         return float(np.median(np.array(times[a]) / np.array(times[b])))
 
-    work = {}
-    for name in ("one-pass", "default"):
-        counter = _WorkCounter(loaded.model)
-        try:
-            run(name)
-        finally:
-            counter.close()
-        work[name] = counter.tokens
+    work = _work(loaded, setup, args)
     reference = results["one-pass"].logit_diff
     skip_diff = max(float(np.abs(results[name].logit_diff - reference).max()) for name in names[1:])
-
-    sample = args.per_cell_sample or (24 if on_cpu else len(cells))
-    sample_size = min(len(cells), sample)
-    picks = np.random.default_rng(0).choice(len(cells), size=sample_size, replace=False)
-    sample = [cells[i] for i in sorted(picks)]
-    t_cells, per_cell_ld = per_cell_loop(loaded, pair, sample)
-    t_per_cell = t_cells / sample_size * len(cells)
-    per_cell_diff = float(np.abs(reference.reshape(-1)[sorted(picks)] - per_cell_ld).max())
-
+    t_per_cell, sample_size, per_cell_diff = _per_cell(loaded, setup, args, reference)
     # The least work: cell (l, p) must recompute layers >= l at positions >= p.
-    layers_all = arch.num_layers
+    layers_all = setup["arch"].num_layers
     needed = np.mean([(layers_all - layer) * (n_tokens - pos) for layer, pos in cells])
     other = names[2]
+    device = setup["device"]
     return {
         "model": loaded.model_id,
         "device": f"{device.type} {str(next(loaded.model.parameters()).dtype).replace('torch.', '')}",
-        "cells": f"{len(layers)} layers x {n_tokens} = {len(cells)}",
+        "cells": f"{len(setup['layers'])} layers x {n_tokens} = {len(cells)}",
         "per-cell s": f"{t_per_cell:.2f}"
         + ("" if sample_size == len(cells) else f" (est. from {sample_size})"),
         "one-pass s": f"{median['one-pass']:.3f} ({results['one-pass'].forwards} fw)",
