@@ -575,10 +575,10 @@ def _result(
     return result
 
 
-#: `remote=` values: in process, NDIF (nnsight's remote execution), or NDIF's request path run here.
-REMOTE = (False, True, "local")
-#: The names `debug patch --remote` and `pytest --remote` take for them.
+#: `remote=` values by the names `debug patch --remote` and `pytest --remote` take: in process, NDIF's
+#: request path run here, or NDIF (nnsight's remote execution).
 REMOTE_CHOICES = {"off": False, "local": "local", "ndif": True}
+REMOTE = tuple(REMOTE_CHOICES.values())
 #: Rows per forward when the forwards run remotely: each request carries its chunk's patch values and its
 #: block's cached residual, and brings back one row of last-position logits per cell.
 REMOTE_MAX_ROWS = 64
@@ -779,13 +779,14 @@ def sweep(
             original or the counterfactual; the result records it either way (`original_correct`,
             `counterfactual_correct`). Callers that warn themselves pass False.
         method: "exact" (patch every cell), "attribution" (first-order estimates from two forwards and one
-            backward, `debug.causal.attribution`) or "attribution+verify" (the estimate, with its `top_k`
-            cells patched exactly: an `AttributionCheck`).
-        top_k: Cells verified by "attribution+verify".
+            backward, `debug.causal.attribution`), "atp*" (the same with AtP*'s QK fix and GradDrop), or
+            either with "+verify" (the estimate, with its `top_k` cells patched exactly: an
+            `AttributionCheck`).
+        top_k: Cells verified by the "+verify" methods.
 
     Returns:
         A `SweepResult` with `[layers, positions]` arrays (`[layers, positions, heads]` for heads); an
-        `AttributionCheck` for "attribution+verify".
+        `AttributionCheck` for the "+verify" methods.
 
     Raises:
         CausalTracingError: Unknown site, different token lengths, equal answers, out-of-range indices, a

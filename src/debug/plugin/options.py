@@ -140,6 +140,7 @@ def _add_model_options(group: pytest.OptionGroup) -> None:
     group.addoption(
         "--remote",
         default="off",
+        # debug.causal.engine.REMOTE_CHOICES' keys, written out: loading the plugin must not import torch.
         choices=["off", "local", "ndif"],
         help="causal evals: where the patching traces run; ndif: nnsight's remote execution (a hub model id "
         "and an NDIF API key), local: the same serialized requests run here (default off: in process)",
