@@ -392,11 +392,41 @@ def _load_uncached(model_id: str, device: str, dtype: Any, kw: dict[str, Any]) -
     if not placed:
         model = model.to(device)
     model.eval()
+    tokenizer = _left_padded(tokenizer)
+    return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, fingerprint=fingerprint)
+
+
+def _left_padded(tokenizer: Any) -> Any:
+    """The tokenizer set up as every scorer and sweep expects: left padding, a pad token."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         # Hub decoders often ship without a pad token; padding is masked, so any id works, eos is customary.
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, fingerprint=fingerprint)
+    return tokenizer
+
+
+def load_tokenizer(model_id: str) -> tuple[str, Any]:
+    """A model's tokenizer without its weights (for a model whose forwards run elsewhere).
+
+    Returns:
+        (what `from_pretrained` takes for this id: an embedded model's folder, a local folder or the hub
+        id; the tokenizer, left padding). A hub id is looked up in the local cache first, as `load` does.
+
+    Raises:
+        ModelNotAvailableError: An unknown embedded model, a folder without config.json, or a hub id whose
+            tokenizer is neither cached nor reachable.
+    """
+    from transformers import AutoTokenizer  # deferred: transformers costs seconds to import
+
+    source, folder = resolve_source(model_id)
+    if folder is not None:
+        return source, _left_padded(AutoTokenizer.from_pretrained(source))
+    try:
+        return source, _left_padded(AutoTokenizer.from_pretrained(source, local_files_only=True))
+    except OSError as exc:
+        if not _hub_reachable():
+            raise _offline_error(model_id) from exc
+        return source, _left_padded(AutoTokenizer.from_pretrained(source))
 
 
 def _cache_key(model_id: str, device: str, dtype: Any, kw: dict[str, Any]) -> tuple[str, str, str, str]:

@@ -14,7 +14,7 @@ import torch
 import debug.causal.engine as engine
 from debug.causal.architectures import UnsupportedArchitectureError, get_path, resolve_architecture
 from debug.causal.engine import sweep, sweep_pairs
-from debug.causal.forward import hidden_arg, with_hidden_arg
+from debug.causal.forward import RemoteModel, hidden_arg, resolve_model, with_hidden_arg
 from debug.causal.inputs import CausalTracingError
 from debug.causal.pairs import binding_pair
 from debug.causal.result import SweepResult, UnsolvedPairWarning
@@ -528,6 +528,45 @@ def test_remote_local_equals_the_local_sweep(qwen3: LoadedModel, site: str) -> N
     assert remote[0].forwards == local[0].forwards  # no key/value run, one layer band: the same chunks
     for got, alone in zip(remote, local):
         _assert_same(got, alone)
+
+
+def test_remote_by_id_plans_on_a_weightless_skeleton_and_equals_the_local_sweep(
+    qwen3: LoadedModel, tiny_qwen3_dir: Path, monkeypatch
+) -> None:
+    skeleton = resolve_model(str(tiny_qwen3_dir), remote="local")
+    assert isinstance(skeleton, RemoteModel) and not skeleton.model.training
+    assert {p.device.type for p in skeleton.model.parameters()} == {"meta"}  # nothing loaded yet
+
+    def no_weights_here(*args, **kwargs):
+        raise AssertionError("a remote sweep of a model id loaded its weights through debug.models.load")
+
+    monkeypatch.setattr("debug.causal.forward.load", no_weights_here)
+    kwargs = dict(layers=[0, 2], batch_size=16, warn_unsolved=False)
+    remote = sweep_pairs(str(tiny_qwen3_dir), PAIRS[:2], remote="local", **kwargs)
+    local = sweep_pairs(qwen3, PAIRS[:2], reuse_prefix=False, skip_layers=False, **kwargs)
+    for got, alone in zip(remote, local):
+        _assert_same(got, alone)
+
+
+def test_debug_patch_remote_local_by_folder_loads_no_weights_and_matches_in_process(
+    tiny_qwen3_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from debug.causal.cli import main_patch
+
+    argv = ["--model", str(tiny_qwen3_dir), "--seq-len", "6", "--num-hops", "1"]
+    assert main_patch([*argv, "--results-dir", str(tmp_path / "here")]) == 0
+
+    def no_weights_here(*args, **kwargs):
+        raise AssertionError("debug patch --remote local loaded the weights through debug.models.load")
+
+    monkeypatch.setattr("debug.causal.forward.load", no_weights_here)
+    assert main_patch([*argv, "--remote", "local", "--results-dir", str(tmp_path / "remote")]) == 0
+    here, remote = (
+        json.loads(next((tmp_path / name).glob("*/intervention_results.json")).read_text())["programs"][0]
+        for name in ("here", "remote")
+    )
+    assert remote["original"] == here["original"] and remote["counterfactual"] == here["counterfactual"]
+    np.testing.assert_allclose(remote["sweep"]["logit_diff"], here["sweep"]["logit_diff"], atol=1e-4)
 
 
 def test_remote_without_a_key_or_a_hub_model_is_one_line_before_any_forward(

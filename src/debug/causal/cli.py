@@ -19,6 +19,7 @@ from debug._util.jsonable import jsonable
 from debug.causal.architectures import UnsupportedArchitectureError, resolve_architecture
 from debug.causal.das import das_by_layer, plot_das
 from debug.causal.engine import REMOTE_CHOICES, SITES, check_remote
+from debug.causal.forward import resolve_model
 from debug.causal.knockout import knockout_by_layer, plot_knockout
 from debug.causal.lens import logit_lens, plot_logit_lens
 from debug.causal.pairs import MAX_SEED, binding_pair, binding_program, check_program_fits, find_robust_seeds
@@ -211,7 +212,7 @@ def main_patch(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("always", UnsolvedPairWarning)
         try:
             check_remote(args.model, remote, None)  # no key, or no hub model: one line before loading
-            loaded = load(args.model)
+            loaded = resolve_model(args.model, remote=remote)  # remote: no weights loaded here
             results = runner.run_intervention_experiment(
                 loaded,
                 intervention_type=args.site,

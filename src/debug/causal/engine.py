@@ -48,6 +48,7 @@ from debug.causal.architectures import Architecture, get_path, resolve_architect
 from debug.causal.attribution import AttributionCheck, run_method
 from debug.causal.forward import (
     SITES,
+    RemoteModel,
     answer_from_model,
     check_eval,
     forward_kwargs,
@@ -673,7 +674,7 @@ def sweep_pairs(
 
     check_site(site)
     check_remote(model, remote, reuse_prefix)
-    loaded = resolve_model(model)
+    loaded = resolve_model(model, remote=remote)
     arch = resolve_architecture(loaded.model)
     check_eval(loaded.model)
     pairs = list(pairs)
@@ -682,15 +683,18 @@ def sweep_pairs(
         for (original, counterfactual), where in zip(pairs, _per_pair_positions(positions, len(pairs)))
     ]
     kwargs = forward_kwargs(loaded.model)
-    if remote:
+    if isinstance(loaded, RemoteModel):
+        nn = loaded.nn
+    elif remote:
         from nnsight.modeling.transformers import TransformersModel  # deferred: as nnsight above
 
         # nnsight.NNsight takes `remote=` and ignores it; the transformers wrapper sends the request.
         nn = TransformersModel(loaded.model, tokenizer=loaded.tokenizer)
-        kwargs["remote"] = remote
-        reuse_prefix = False
     else:
         nn = nnsight.NNsight(loaded.model)
+    if remote:
+        kwargs["remote"] = remote
+        reuse_prefix = False
     # The CPU plan's costs are this machine's; remote forwards run elsewhere.
     on_cpu = input_device(loaded.model).type == "cpu" and not remote
     results: list[SweepResult | None] = [None] * len(plans)
@@ -773,8 +777,9 @@ def sweep(
             (nnsight's remote execution), which needs an NDIF API key (`NDIF_API_KEY` or nnsight's config)
             and a hub model id: refused in one line before any forward otherwise. Remote forwards take at
             most `REMOTE_MAX_ROWS` rows each; layer skipping serializes and stays on; the prefix cache does
-            not (it lives in this process) and is off. The weights are still loaded here (for the config,
-            tokenizer and checks).
+            not (it lives in this process) and is off. Given a model id, the weights are not loaded here:
+            the sweep is planned on a meta-device skeleton (`debug.causal.forward.RemoteModel`; with "local",
+            nnsight loads the weights on the first trace). A `LoadedModel` is sent as it is.
         warn_unsolved: Warn (`UnsolvedPairWarning`, one line) when the model's top-1 is wrong on the
             original or the counterfactual; the result records it either way (`original_correct`,
             `counterfactual_correct`). Callers that warn themselves pass False.

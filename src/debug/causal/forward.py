@@ -8,6 +8,7 @@ One module below the engine and the other methods, so each of them uses these wi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 from collections.abc import Iterable
 from typing import Any
@@ -17,7 +18,7 @@ import torch
 from debug.causal.architectures import Architecture
 from debug.causal.inputs import AnswerTokens, CausalTracingError, token_label
 from debug.causal.result import UnpatchedRun
-from debug.models import load, require_weights
+from debug.models import LoadedModel, load, load_tokenizer, require_weights
 
 #: What each site means; copied into every result.
 SITES: dict[str, str] = {
@@ -31,12 +32,46 @@ SITES: dict[str, str] = {
 }
 
 
-def resolve_model(model: Any, purpose: str = "a patching sweep") -> Any:
+@dataclasses.dataclass
+class RemoteModel(LoadedModel):
+    """A model whose patching traces run through nnsight's remote path, built here without its weights.
+
+    `model` is the module tree on PyTorch's meta device (shapes, no storage), enough to plan a sweep; the
+    traces go through `nn`, nnsight's `TransformersModel` over the same id (a causal LM). With `remote=True`
+    the weights stay on NDIF; with `remote="local"` nnsight loads them here on the first trace, as the
+    service would there.
+
+    Attributes:
+        nn: The nnsight `TransformersModel` that sends the traces.
+    """
+
+    nn: Any = None
+
+
+def remote_model(model_id: str) -> RemoteModel:
+    """The weightless `RemoteModel` of a model id (a hub id; a local folder or embedded model for "local").
+
+    Raises:
+        debug.models.ModelNotAvailableError: As `debug.models.load_tokenizer`, before anything is built.
+    """
+    # deferred: nnsight (and its torch extensions) cost seconds to import
+    from nnsight.modeling.transformers import TransformersModel
+
+    source, tokenizer = load_tokenizer(model_id)
+    nn = TransformersModel(source, task="text-generation", tokenizer=tokenizer)
+    # The meta build is left in training mode; the weights nnsight or the service loads are in eval mode.
+    skeleton = nn._module.eval()
+    return RemoteModel(model=skeleton, tokenizer=tokenizer, model_id=model_id, fingerprint=model_id, nn=nn)
+
+
+def resolve_model(model: Any, purpose: str = "a patching sweep", *, remote: bool | str = False) -> Any:
     """An id (loaded by `debug.models.load`) or anything with `.model` and `.tokenizer` (a LoadedModel).
 
     Args:
         model: A model id or a `LoadedModel`.
         purpose: What needs the weights, for the served-model refusal ("a patching sweep").
+        remote: True or "local" (nnsight's remote path): an id becomes a weightless `RemoteModel` instead
+            of being loaded here, so a model larger than this machine can be swept on NDIF.
 
     Raises:
         debug.models.WeightsRequiredError: For a served model (`openai:NAME@URL`): the method needs weights.
@@ -45,7 +80,7 @@ def resolve_model(model: Any, purpose: str = "a patching sweep") -> Any:
     # A served (openai:) model has no activations to patch: refuse it in one line, before any work.
     require_weights(model, purpose)
     if isinstance(model, str):
-        return require_weights(load(model), purpose)
+        return remote_model(model) if remote else require_weights(load(model), purpose)
     if hasattr(model, "model") and hasattr(model, "tokenizer"):
         check_not_tensor_parallel(model.model, purpose)
         return model
@@ -77,8 +112,12 @@ def check_eval(model: torch.nn.Module) -> None:
 
 
 def input_device(model: torch.nn.Module) -> torch.device:
-    """Where input ids go: the embeddings' device (accelerate may spread the layers over devices)."""
-    return model.get_input_embeddings().weight.device
+    """Where input ids go: the embeddings' device (accelerate may spread the layers over devices).
+
+    A `RemoteModel`'s meta-device skeleton takes its inputs on the CPU: they travel with the request.
+    """
+    device = model.get_input_embeddings().weight.device
+    return torch.device("cpu") if device.type == "meta" else device
 
 
 def site_path(arch: Architecture, site: str, layer: int) -> str:

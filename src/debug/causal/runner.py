@@ -216,7 +216,8 @@ class CausalExperimentRunner:
             batch_size: Cells per forward (default automatic).
             save: Write the JSON files (False keeps everything in memory).
             remote: Where the patching traces run: False (here), "local" (nnsight's remote request path run
-                in this process) or True (NDIF); see `debug.causal.engine.sweep_pairs`.
+                in this process) or True (NDIF); see `debug.causal.engine.sweep_pairs`. With either of the
+                last two a model id is not loaded here (`debug.causal.forward.RemoteModel`).
 
         Returns:
             A dict with model_id, intervention_type, output_dir, programs (per program: texts, answers,
@@ -228,7 +229,7 @@ class CausalExperimentRunner:
             ValueError: Bad num_hops / seq_len (the generator's message), a bad pair, or a program longer
                 than the model's context (`CausalTracingError`), before any forward.
         """
-        loaded = resolve_model(model_id or DEFAULT_MODEL)
+        loaded = resolve_model(model_id or DEFAULT_MODEL, remote=remote)
         if programs is None:
             found = _generated_pairs(loaded, num_hops, seq_len, num_programs, rng_seed)
         else:
