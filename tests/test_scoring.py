@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from debug import models, prompts
+from debug import models, prompts, scoring
 from debug.generators import make_variable_binding_program
 from debug.programs import Program, generate_programs
 from debug.scoring import answer_continuation, score_programs
@@ -233,3 +233,24 @@ def test_speculative_greedy_equals_plain_greedy(fixture: str, request: pytest.Fi
         assert [s.raw_output for s in samples] == [reference[p.text] for p in variants]
         lps = [s.answer_logprob for s in samples]
         assert lps == pytest.approx([s.answer_logprob for s in runs[0]], abs=1e-4)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_qwen3_dir", "tiny_gpt2_dir"])
+def test_teacher_forced_right_padded_chunks_equal_one_program_at_a_time(
+    fixture: str, request: pytest.FixtureRequest, monkeypatch
+) -> None:
+    # GPT-2 has absolute positions: right padding must not move any position a row reads.
+    loaded = models.load(str(request.getfixturevalue(fixture)))
+    programs = [
+        p
+        for seq_len in (2, 5, 9)
+        for p in generate_programs(make_variable_binding_program, seq_len, 3, 17, num_hops=1)
+    ]
+    monkeypatch.setattr(scoring, "TEACHER_FORCED_ROWS", 4)  # several chunks, each of mixed lengths
+    batched = scoring.teacher_forced(loaded.model, loaded.tokenizer, programs)
+    for program, (predicted, answer) in zip(programs, batched):
+        ids = loaded.tokenizer(program.text + str(program.answer), return_tensors="pt").input_ids
+        with torch.no_grad():
+            alone = loaded.model(input_ids=ids).logits[0].argmax(-1).tolist()
+        start = len(loaded.tokenizer(program.text)["input_ids"]) - 1
+        assert answer and predicted == alone[start : start + len(answer)]

@@ -23,7 +23,8 @@ import inspect
 from typing import Any
 
 
-def _accepts(model: Any, name: str) -> bool:
+def accepts_argument(model: Any, name: str) -> bool:
+    """Whether the model's forward takes keyword `name` (`logits_to_keep`, `cache`: transformers versions)."""
     try:
         return name in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
@@ -104,7 +105,7 @@ def decode_batch(
     span = max(alens) + 1
     stops = _Stops(tokenizer, limits, stop_at_newline)
     with torch.inference_mode():
-        extra = {"logits_to_keep": keep} if _accepts(model, "logits_to_keep") else {}
+        extra = {"logits_to_keep": keep} if accepts_argument(model, "logits_to_keep") else {}
         out = model(input_ids=ids.to(device), use_cache=True, **extra)
         logits = out.logits[:, -keep:]
         # Row r's answer token j is predicted at position plens[r] - 1 + j; j = alens[r]: what follows it.
@@ -157,8 +158,8 @@ def _continue(
     cache = getattr(out, "cache", None)
     if cache is None:
         cache = out.past_key_values
-    cache_name = "cache" if _accepts(model, "cache") else "past_key_values"
-    keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    cache_name = "cache" if accepts_argument(model, "cache") else "past_key_values"
+    keep = {"logits_to_keep": 1} if accepts_argument(model, "logits_to_keep") else {}
     # The cache's row order follows the batch; `rows` maps cache rows to batch rows.
     rows = list(range(len(plens)))
     selectable = hasattr(cache, "batch_select_indices")

@@ -36,7 +36,7 @@ from debug.chat import (
     render_chat,
     require_chat_template,
 )
-from debug.decoding import decode_batch
+from debug.decoding import accepts_argument, decode_batch
 from debug.parsing import parser_for
 from debug.programs import Program, as_program, text_hash
 from debug.prompts import render
@@ -481,11 +481,15 @@ def teacher_forced_correct(model: Any, tokenizer: Any, programs: Sequence[Progra
 
     The prompt is the program text itself. Greedy decoding reproduces the answer exactly when the argmax at
     every answer position is the answer token, so this is a greedy decode's correctness on the answer (what
-    follows it is not judged), at the cost of one forward per distinct length and no decoding loop. Programs
-    of equal token length share a forward, so no padding (and no position-id care) is needed. Used where only
-    right/wrong matters: training evaluation and robust-seed search.
+    follows it is not judged), at the cost of one forward per `TEACHER_FORCED_ROWS` programs and no decoding
+    loop (see `teacher_forced`). Used where only right/wrong matters: training evaluation, robust-seed search
+    and the causal evals.
     """
     return [pred == answer for pred, answer in teacher_forced(model, tokenizer, programs)]
+
+
+#: Rows per teacher-forced forward (programs sorted by length first, so a chunk pads little).
+TEACHER_FORCED_ROWS = 64
 
 
 def teacher_forced(
@@ -494,7 +498,11 @@ def teacher_forced(
     """(argmax ids at the answer positions, answer ids) per program, from teacher-forced forwards.
 
     The first argmax id is the model's greedy first answer token whatever the answer; the later ones are
-    conditioned on the true answer's earlier tokens (see `teacher_forced_correct`).
+    conditioned on the true answer's earlier tokens (see `teacher_forced_correct`). Rows are padded on the
+    right, as `debug.decoding.decode_batch`'s prefill is: under causal attention no position sees the padding
+    after it, so one forward serves programs of any lengths with no attention mask or position ids. Programs
+    are sorted by length into forwards of `TEACHER_FORCED_ROWS` rows, and only the logits from the chunk's
+    shortest prompt on are computed (`logits_to_keep`, where the model takes it: a hub vocabulary is large).
     """
     import torch
 
@@ -508,16 +516,23 @@ def teacher_forced(
             (prompt, answer or list(tokenizer(str(program.answer), add_special_tokens=False)["input_ids"]))
         )
     out: list[tuple[list[int], list[int]]] = [([], [])] * len(programs)
-    by_length: dict[int, list[int]] = {}
-    for i, (prompt, answer) in enumerate(rows):
-        by_length.setdefault(len(prompt) + len(answer), []).append(i)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
     device = model.get_input_embeddings().weight.device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    trims = accepts_argument(model, "logits_to_keep")
     with torch.no_grad():
-        for indices in by_length.values():
-            ids = torch.tensor([rows[i][0] + rows[i][1] for i in indices], device=device)
-            predicted = model(input_ids=ids).logits.argmax(-1).cpu()
-            for row, i in enumerate(indices):
+        for begin in range(0, len(order), TEACHER_FORCED_ROWS):
+            chunk = order[begin : begin + TEACHER_FORCED_ROWS]
+            width = max(len(rows[i][0]) + len(rows[i][1]) for i in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            for row, i in enumerate(chunk):
+                ids[row, : len(rows[i][0]) + len(rows[i][1])] = torch.tensor(rows[i][0] + rows[i][1])
+            # Logits are read from the shortest prompt's last token on: keep only that window.
+            keep = width - min(len(rows[i][0]) for i in chunk) + 1
+            extra = {"logits_to_keep": keep} if trims else {}
+            predicted = model(input_ids=ids.to(device), **extra).logits[:, -keep:].argmax(-1).cpu()
+            for row, i in enumerate(chunk):
                 prompt, answer = rows[i]
-                start = len(prompt) - 1
+                start = len(prompt) - 1 - (width - keep)
                 out[i] = (predicted[row, start : start + len(answer)].tolist(), answer)
     return out
