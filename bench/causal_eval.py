@@ -13,9 +13,9 @@ For each family (binding: 16 lines, 2 hops; range: 5 iterations; boolean: 4 assi
   runs it without --num-seqs (every original answered, `SWEPT_PAIRS` pairs patched exactly at their
   targets, one attribution map), metrics, lens, knockout and pictures included.
 
-Printed: medians over the repeats, the ratio per family and overall, the goal (causal <= 2x behavioural), and
+Printed: medians over the repeats, the ratio per family and overall, the goal (causal <= 2x behavioural),
 "map rho": the Spearman correlation of the attribution map with the exact effects at the first swept pair's
-targets (how far the drawn estimate can be trusted).
+targets (how far the drawn estimate can be trusted), and the causal case's seconds by phase.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from debug.plugin import Case, Measurement, Task
 from debug.plugin.evaluate import Backend, evaluate_case
 
 GOAL = 2.0
+#: The phases of a causal case (`debug.causal.evaluate`'s `info.seconds`).
+PHASES = ("answers", "exact sweep", "lens and knockout", "attribution map and pictures")
 #: Family -> (seq_len, knobs) of its causal eval module's task.
 SHAPES: dict[str, tuple[int, dict[str, Any]]] = {
     "binding": (16, {"num_hops": 2}),
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     loaded = load(args.model, device=args.device)
 
-    rows, totals = [], [0.0, 0.0]
+    rows, phases, totals = [], [], [0.0, 0.0]
     with tempfile.TemporaryDirectory() as out_dir:
         for family in families:
             case = _case(args, family, args.num_seqs)
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             swept = record["metrics"].get("swept_pairs", {}).get("k", 0)
             rho = record["info"].get("map_vs_exact_spearman")
             rows.append([family, args.num_seqs, swept, f"{b:.2f}", f"{c:.2f}", f"{c / b:.2f}x", rho])
+            phases.append([family, *(f"{record['info']['seconds'].get(p, 0.0):.2f}" for p in PHASES)])
     device = loaded.model.get_input_embeddings().weight.device
     print(
         f"{args.model} on {device.type} ({torch.get_num_threads()} threads), N = {args.num_seqs} programs "
@@ -127,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         "map rho",
     ]
     print(tabulate(rows, headers=headers))
+    print("\ncausal case by phase (s, the last repeat; the behavioural twin answers the same programs):")
+    print(tabulate(phases, headers=["family", *PHASES]))
     ratio = totals[1] / totals[0]
     verdict = "met" if ratio <= GOAL else "not met"
     print(f"\nall families: causal {totals[1]:.2f} s, behavioural {totals[0]:.2f} s")

@@ -40,6 +40,9 @@ Recorded per case:
   token cannot attend to the root line, `root_line`, or to the query variable's own line, `last_chain_line`,
   at every layer, `debug.causal.knockout`) and `.../prob_orig` (mean P(answer) then).
 
+The case info also carries `seconds`: wall time per phase (answers, exact sweep, lens and knockout,
+attribution map and pictures), which `bench/causal_eval.py` prints beside the behavioural twin's time.
+
 Pictures: "layer x token" (the attribution map above), and the exact mean effect per target and layer -
 where the changed value travels - as "by ref depth" (lines, the paper's picture) for binding and as a
 "target x layer" heatmap for range and boolean.
@@ -58,8 +61,11 @@ this module does not depend on the plugin.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -463,7 +469,9 @@ def measure_causal_case(
     if max_pairs is not None and max_pairs < 1:
         raise ValueError(f"max_pairs must be a positive integer or None; got {max_pairs!r}")
     check = None if max_pairs is None else 2 * max_pairs
-    pairs = causal_pairs(loaded, family, seq_len, num_seqs, seed, check_counterfactuals=check, **knobs)
+    clock = _Clock()
+    with clock("answers"):
+        pairs = causal_pairs(loaded, family, seq_len, num_seqs, seed, check_counterfactuals=check, **knobs)
     usable = [p for p in pairs if p.counterfactual is not None]
     checked = [p for p in candidates(pairs) if p.counterfactual_correct is not None]
     robust = [p for p in checked if p.robust]
@@ -471,7 +479,8 @@ def measure_causal_case(
     measure.metric("robust_pairs", k=len(robust), n=len(checked))
     measured = (checked if sweep_unsolved else (robust or checked))[:max_pairs]
     measured.sort(key=lambda p: p.index)
-    swept = _sweep_targets(loaded, measured, remote) if measured else {}
+    with clock("exact sweep"):
+        swept = _sweep_targets(loaded, measured, remote) if measured else {}
     measured_robust = bool(robust) and not sweep_unsolved
     reasons = {p.index: _skip_reason(p, p.index in swept, measured_robust) for p in pairs}
     why = Counter(reason for reason in reasons.values() if reason)
@@ -489,15 +498,32 @@ def measure_causal_case(
         skipped_why="; ".join(f"{n} {reason}" for reason, n in why.items()) or "none skipped",
     )
     results = list(swept.values())
-    if not results:
-        return results
-    aggregate = _effect_metrics(measure, results)
-    if family == "binding":
-        _lens_and_knockout_metrics(loaded, measure, measured, knobs["num_hops"])
-    _attach_pictures(loaded, measure, measured[0], results, aggregate, family, out_dir, what=(
-        f"{knobs['num_hops']} hops" if family == "binding" else f"{family}, seq_len {seq_len}"
-    ))  # fmt: skip
+    if results:
+        aggregate = _effect_metrics(measure, results)
+        if family == "binding":
+            with clock("lens and knockout"):
+                _lens_and_knockout_metrics(loaded, measure, measured, knobs["num_hops"])
+        with clock("attribution map and pictures"):
+            _attach_pictures(loaded, measure, measured[0], results, aggregate, family, out_dir, what=(
+                f"{knobs['num_hops']} hops" if family == "binding" else f"{family}, seq_len {seq_len}"
+            ))  # fmt: skip
+    measure.info(seconds=clock.seconds)
     return results
+
+
+class _Clock:
+    """Wall seconds per phase of a case (`info.seconds`): where a causal case's time goes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = round(time.perf_counter() - start, 3)
 
 
 def _attach_pictures(
