@@ -11,11 +11,8 @@ IIA at the query, accuracy, robust and swept pairs, a sample per program, heatma
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from debug.causal.evaluate import measure_eval_case
 from debug.plugin import Task
 
 FAMILY = "causal_binding"
@@ -31,19 +28,8 @@ TASKS = [
 ]
 
 
-def test_causal_binding(debug_case, debug_model, measure, tmp_path: Path, request: pytest.FixtureRequest):
+def test_causal_binding(debug_case, debug_model, measure):
     hops = debug_case.task.knobs["num_hops"]
     if hops > debug_case.seq_len:
         pytest.skip(f"{hops} hops need at least {hops} lines (seq_len {debug_case.seq_len})")
-    given = request.config.getoption("--num-seqs") is not None
-    results = measure_eval_case(
-        debug_case,
-        debug_model,
-        measure,
-        family="binding",
-        out_dir=tmp_path,
-        num_seqs_given=given,
-        remote=request.config.getoption("--remote"),
-    )
-    if not results:
-        pytest.skip("no program pair of equal token length to patch (the samples say why)")
+    measure.trace(debug_case, debug_model, family="binding")

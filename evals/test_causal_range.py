@@ -18,11 +18,6 @@ measurements: nothing here fails on a low value.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-from debug.causal.evaluate import measure_eval_case
 from debug.plugin import Task
 
 FAMILY = "causal_range"
@@ -38,16 +33,5 @@ TASKS = [
 ]
 
 
-def test_causal_range(debug_case, debug_model, measure, tmp_path: Path, request: pytest.FixtureRequest):
-    given = request.config.getoption("--num-seqs") is not None
-    results = measure_eval_case(
-        debug_case,
-        debug_model,
-        measure,
-        family="range",
-        out_dir=tmp_path,
-        num_seqs_given=given,
-        remote=request.config.getoption("--remote"),
-    )
-    if not results:
-        pytest.skip("no program pair of equal token length to patch (the samples say why)")
+def test_causal_range(debug_case, debug_model, measure):
+    measure.trace(debug_case, debug_model, family="range")

@@ -88,3 +88,27 @@ def test_real_eval_ids_and_k_selection(pytester: pytest.Pytester) -> None:
             "4/* tests collected*",
         ]
     )
+
+
+def test_a_shipped_causal_module_measures_with_the_runs_num_seqs_and_remote(
+    pytester: pytest.Pytester,
+) -> None:
+    import json
+
+    pytester.makepyfile(test_causal_range=(ROOT / "evals" / "test_causal_range.py").read_text())
+    args = ["--model", "embedded:binder-4l", "--num-seqs", "2", "--remote", "local", "-p", "no:cacheprovider"]
+    # A subprocess: an in-process inner run would import torch's and nnsight's extensions for the first time,
+    # and pytester would forget them after it (a second import of them fails).
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=1)
+    (case,) = json.loads((pytester.path / "reports" / "latest" / "results.json").read_text())["cases"]
+    assert (
+        case["family"] == "causal_range"
+        and case["info"]["program_family"] == "range"
+        and case["metrics"]["swept_pairs"]["n"] == 2
+    )
+    # --num-seqs given: every measured pair is patched; the pictures came from the test's tmp_path.
+    assert case["metrics"]["swept_pairs"]["k"] >= 1 and {i["name"] for i in case["images"]} >= {
+        "layer x token"
+    }
+    assert set(case["info"]["seconds"]) >= {"answers", "exact sweep", "attribution map and pictures"}

@@ -489,7 +489,7 @@ def measure_causal_case(
     measure.info(
         model=loaded.model_id,
         fingerprint=loaded.fingerprint,
-        **({"hops": knobs["num_hops"]} if family == "binding" else {"family": family}),
+        **({"hops": knobs["num_hops"]} if family == "binding" else {"program_family": family}),
         site=SITE,
         measured_on=_measured_on(robust, checked, sweep_unsolved),
         pairs=len(measured),

@@ -13,6 +13,7 @@ Measurement API (stable; other eval modules, e.g. causal tracing, record through
         measure.image("heatmap", "heatmap.png", caption="normalized effect, layer x position")
         # (an image is a path or bytes)
         measure.evaluate(debug_case, debug_model)        # the standard accuracy measurement of an eval case
+        measure.trace(debug_case, debug_model, family="range")   # the causal measurement of a causal case
 
 Rules:
 - A low value never fails the test; only exceptions do. Gates and `--compare-fail` decide the exit code.
@@ -160,6 +161,41 @@ class Measurement:
         if backend is None:
             raise RuntimeError("measure.evaluate needs the debug_backend fixture (use the `measure` fixture)")
         return evaluate_case(self, case, loaded, backend)
+
+    def trace(self, case: Case, loaded: Any, *, family: str) -> list[Any]:
+        """Run the causal measurement of a causal eval case (`debug.causal.evaluate.measure_eval_case`).
+
+        The run's `--num-seqs` (given: every pair is patched) and `--remote` apply; pictures are written
+        under the test's `tmp_path`. Skips the test when no pair could be patched (the samples say why).
+
+        Args:
+            case: The eval case (`debug_case`).
+            loaded: Its model (`debug_model`).
+            family: A key of `debug.causal.evaluate.CAUSAL_FAMILIES` ("binding", "range", "boolean").
+
+        Returns:
+            The exact sweeps at the targets, in program order.
+        """
+        import pytest
+
+        # deferred: torch and nnsight cost seconds to import, and only causal cases need them.
+        from debug.causal.evaluate import measure_eval_case
+
+        if self._request is None:
+            raise RuntimeError("measure.trace needs pytest's request (use the `measure` fixture)")
+        config = self._request.config
+        results = measure_eval_case(
+            case,
+            loaded,
+            self,
+            family=family,
+            out_dir=self._request.getfixturevalue("tmp_path"),
+            num_seqs_given=config.getoption("--num-seqs") is not None,
+            remote=config.getoption("--remote"),
+        )
+        if not results:
+            pytest.skip("no program pair of equal token length to patch (the samples say why)")
+        return results
 
     @property
     def recorded(self) -> bool:
