@@ -21,6 +21,8 @@ from debug.causal.inputs import CausalTracingError
 from debug.models import LoadedModel, WeightsRequiredError
 from debug.programs import Program
 
+from .reference import site_activation, site_module
+
 # Untrained models get most pairs wrong; that warning is tested with the exact engine.
 pytestmark = pytest.mark.filterwarnings("ignore::debug.causal.result.UnsolvedPairWarning")
 
@@ -41,30 +43,8 @@ def loaded32(tiny_qwen3_dir: Path, load_tiny) -> LoadedModel:
 
 
 # ---- reference: LD(original + eps * (cf - orig) at one cell), by central difference ----
-# Its hooks are written here rather than taken from debug.causal.forward (site_path, hidden_arg), so that a
-# mistake there cannot hide in the reference too.
-
-
-def _module(model: torch.nn.Module, site: str, layer: int) -> torch.nn.Module:
-    arch = resolve_architecture(model)
-    if site == "residual_stream":
-        return get_path(model, arch.spec.final_norm if layer == arch.num_layers else arch.layer_path(layer))
-    return get_path(model, arch.mlp_path(layer) if site == "mlp" else arch.attn_out_path(layer))
-
-
-def _activation(model: torch.nn.Module, site: str, layer: int, ids: torch.Tensor) -> torch.Tensor:
-    box: list[torch.Tensor] = []
-    module = _module(model, site, layer)
-    if site == "mlp":
-        handle = module.register_forward_hook(lambda m, a, out: box.append(out.detach().clone()))
-    else:
-        handle = module.register_forward_pre_hook(
-            lambda m, a, k: box.append((a[0] if a else k["hidden_states"]).detach().clone()), with_kwargs=True
-        )
-    with torch.no_grad():
-        model(input_ids=ids[None])
-    handle.remove()
-    return box[0][0]
+# Plain hooks (tests/causal/reference.py and below), not debug.causal.forward's, so that a mistake there
+# cannot hide in the reference too.
 
 
 def _ld_nudged(model, site, layer, pos, head, delta, ids, o_id, c_id, eps) -> torch.Tensor:
@@ -79,7 +59,7 @@ def _ld_nudged(model, site, layer, pos, head, delta, ids, o_id, c_id, eps) -> to
             x[0, pos, sl] += eps * delta[pos, sl]
         return x
 
-    module = _module(model, site, layer)
+    module = site_module(model, site, layer)
     if site == "mlp":
         handle = module.register_forward_hook(lambda m, a, out: nudge(out))
     else:
@@ -105,7 +85,7 @@ def _derivatives(
     cf = torch.tensor(tok(COUNTERFACTUAL.text)["input_ids"])
     o_id = tok(str(ORIGINAL.answer), add_special_tokens=False)["input_ids"][0]
     c_id = tok(str(COUNTERFACTUAL.answer), add_special_tokens=False)["input_ids"][0]
-    delta = _activation(model, site, layer, cf) - _activation(model, site, layer, orig)
+    delta = site_activation(model, site, layer, cf) - site_activation(model, site, layer, orig)
     args = (model, site, layer, pos, head, delta, orig, o_id, c_id)
     eps = torch.zeros((), dtype=delta.dtype, requires_grad=True)
     (exact,) = torch.autograd.grad(_ld_nudged(*args, eps), eps)
@@ -244,7 +224,7 @@ def _eager_pattern(
 ) -> torch.Tensor:
     """Layer `layer`'s attention probabilities from transformers' eager attention, optionally with the layer's
     input at one position replaced: `replace = (position, vector)`."""
-    module = _module(model, "residual_stream", layer)
+    module = site_module(model, "residual_stream", layer)
 
     def pre(m: Any, args: tuple, kwargs: dict) -> tuple:
         x = (args[0] if args else kwargs["hidden_states"]).clone()
@@ -275,7 +255,7 @@ def _reference(
     cf = torch.tensor(tok(COUNTERFACTUAL.text)["input_ids"])
     o_id = tok(str(ORIGINAL.answer), add_special_tokens=False)["input_ids"][0]
     c_id = tok(str(COUNTERFACTUAL.answer), add_special_tokens=False)["input_ids"][0]
-    delta = _activation(model, site, layer, cf) - _activation(model, site, layer, orig)
+    delta = site_activation(model, site, layer, cf) - site_activation(model, site, layer, orig)
     eps = torch.zeros((), dtype=delta.dtype, requires_grad=True)
     handles = []
     if drop is not None:
@@ -284,11 +264,13 @@ def _reference(
             inp = args[0] if args else kwargs["hidden_states"]
             return inp + (out - inp).detach()
 
-        handles.append(_module(model, "residual_stream", drop).register_forward_hook(cut, with_kwargs=True))
+        handles.append(
+            site_module(model, "residual_stream", drop).register_forward_hook(cut, with_kwargs=True)
+        )
     previous = model.config._attn_implementation
     if qk:
         a = _eager_pattern(model, layer, orig)
-        cf_input = _activation(model, "residual_stream", layer, cf)[pos]
+        cf_input = site_activation(model, "residual_stream", layer, cf)[pos]
         patched = _eager_pattern(model, layer, orig, (pos, cf_input))
         _HELD[id(_attention_module(model, layer))] = a + eps * (patched - a)
         AttentionInterface.register(_OVERRIDE, _held_attention)

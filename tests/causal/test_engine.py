@@ -22,6 +22,8 @@ from debug.causal.runner import run_causal_tracing_experiment
 from debug.models import LoadedModel, WeightsRequiredError
 from debug.programs import Program
 
+from .reference import site_activation, site_module
+
 # Untrained models get most pairs wrong; the tests that check that warning catch it themselves.
 pytestmark = pytest.mark.filterwarnings("ignore::debug.causal.result.UnsolvedPairWarning")
 
@@ -32,31 +34,9 @@ COUNTERFACTUAL = Program("a=4\nb=a\nc=7\n#b:", 4, {"answer_var": "b"})
 # ---- reference: one plain forward per cell, patched with torch hooks (no nnsight) ----
 
 
-def _module(model: torch.nn.Module, site: str, layer: int) -> torch.nn.Module:
-    arch = resolve_architecture(model)
-    if site == "residual_stream":
-        return get_path(model, arch.spec.final_norm if layer == arch.num_layers else arch.layer_path(layer))
-    return get_path(model, arch.mlp_path(layer) if site == "mlp" else arch.attn_out_path(layer))
-
-
-def _capture(model: torch.nn.Module, site: str, layer: int, ids: torch.Tensor) -> torch.Tensor:
-    box: list[torch.Tensor] = []
-    module = _module(model, site, layer)
-    if site == "mlp":
-        handle = module.register_forward_hook(lambda m, a, out: box.append(out.detach().clone()))
-    else:
-        handle = module.register_forward_pre_hook(
-            lambda m, a, k: box.append(hidden_arg(a, k).detach().clone()), with_kwargs=True
-        )
-    with torch.no_grad():
-        model(input_ids=ids[None])
-    handle.remove()
-    return box[0][0]
-
-
 def _patched_last_logits(model, site, layer, pos, head, value, ids) -> torch.Tensor:
     arch = resolve_architecture(model)
-    module = _module(model, site, layer)
+    module = site_module(model, site, layer)
 
     def replace(x: torch.Tensor) -> torch.Tensor:
         x = x.clone()
@@ -95,7 +75,7 @@ def reference_sweep(
     shape = (len(layers), len(orig_ids)) + ((len(heads),) if heads is not None else ())
     ld, prob, iia = np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=bool)
     for li, layer in enumerate(layers):
-        value = _capture(model, site, layer, cf_ids)
+        value = site_activation(model, site, layer, cf_ids)
         for pos in range(len(orig_ids)):
             for hi, head in enumerate(head_axis):
                 logits = _patched_last_logits(model, site, layer, pos, head, value, orig_ids)
