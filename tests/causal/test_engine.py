@@ -399,6 +399,25 @@ def test_sweep_pairs_blocks_are_bounded_by_the_batch_size(loaded: LoadedModel, m
     _assert_same(results[6], first)
 
 
+@pytest.mark.parametrize(("reuse_prefix", "skip_layers"), STRATEGIES, ids=STRATEGY_IDS)
+def test_sweep_pairs_takes_layers_per_pair(
+    loaded: LoadedModel, reuse_prefix: bool, skip_layers: bool
+) -> None:
+    # The same pair three times at different layers and positions, and one other pair at all layers: the
+    # counterfactual cache of a shared forward holds the union of the layers.
+    layers, positions = [[2], [0, 1], None, [1]], [[6, 13], None, [2], [2, 6]]
+    pairs = [PAIRS[0], PAIRS[0], PAIRS[2], PAIRS[0]]
+    batched = sweep_pairs(
+        loaded, pairs, layers=layers, positions=positions, batch_size=16, reuse_prefix=reuse_prefix,
+        skip_layers=skip_layers,
+    )  # fmt: skip
+    for (original, counterfactual), at, where, got in zip(pairs, layers, positions, batched):
+        alone = sweep(loaded, original, counterfactual, layers=at, positions=where, reuse_prefix=False,
+                      skip_layers=False)  # fmt: skip
+        assert got.layers == alone.layers
+        _assert_same(got, alone)
+
+
 def test_sweep_pairs_bad_input_is_refused_before_any_forward(loaded: LoadedModel, monkeypatch) -> None:
     def no_forward(*_: Any, **__: Any) -> None:
         raise AssertionError("a forward ran")
@@ -409,6 +428,8 @@ def test_sweep_pairs_bad_input_is_refused_before_any_forward(loaded: LoadedModel
         sweep_pairs(loaded, [PAIRS[0], bad])
     with pytest.raises(CausalTracingError, match="2 per-pair lists for 3 pairs"):
         sweep_pairs(loaded, PAIRS[:3], positions=[[1], None])
+    with pytest.raises(CausalTracingError, match="layers has 2 per-pair lists for 3 pairs"):
+        sweep_pairs(loaded, PAIRS[:3], layers=[[1], None])
     assert sweep_pairs(loaded, []) == []
 
 

@@ -723,7 +723,7 @@ def verify_attribution(
     original: Any,
     counterfactual: Any,
     *,
-    exact_sweep: Callable[..., SweepResult],
+    exact_sweep_pairs: Callable[..., list[SweepResult]],
     site: str = "residual_stream",
     layers: Any = None,
     positions: Any = None,
@@ -740,9 +740,10 @@ def verify_attribution(
     Args:
         model, original, counterfactual, site, layers, positions, heads, warn_unsolved, qk_fix, grad_drop: As
             in `attribution_sweep`.
-        exact_sweep: The exact engine (`debug.causal.engine.sweep`); `sweep(..., method="attribution+verify")`
-            passes it. It runs once per layer among the top cells, over that layer's top positions (and
-            heads), a small superset of the top cells.
+        exact_sweep_pairs: The exact engine (`debug.causal.engine.sweep_pairs`); `sweep(...,
+            method="attribution+verify")` passes it. It runs once, on the pair once per layer among the top
+            cells, each at that layer's top positions (and the top cells' heads): a small superset of the top
+            cells, in shared forwards.
         top_k: How many cells to verify (at least 1; capped at the number of cells).
         batch_size, reuse_prefix: Passed to the exact sweep.
 
@@ -772,26 +773,28 @@ def verify_attribution(
     cells = [tuple(int(axis[j]) for axis, j in zip(axes, idx)) for idx in index]
     exact = np.empty(len(cells))
     exact_normalized = np.empty(len(cells))
-    for layer in sorted({c[0] for c in cells}):
-        members = [i for i, c in enumerate(cells) if c[0] == layer]
-        pos = sorted({cells[i][1] for i in members})
-        hs = sorted({cells[i][2] for i in members}) if site == "attention_heads" else None
-        run = exact_sweep(
-            loaded,
-            original,
-            counterfactual,
-            site=site,
-            layers=[layer],
-            positions=pos,
-            heads=hs,
-            batch_size=batch_size,
-            reuse_prefix=reuse_prefix,
-            warn_unsolved=False,
-        )
-        for i in members:
-            at = (0, pos.index(cells[i][1])) + ((hs.index(cells[i][2]),) if hs is not None else ())
-            exact[i] = run.logit_diff[at] - run.original.logit_diff
-            exact_normalized[i] = run.normalized[at]
+    # One exact sweep over the pair once per layer among the top cells, each at that layer's top positions:
+    # all of them share the batched forwards (a small superset of the top cells, heads over their union).
+    at_layers = sorted({c[0] for c in cells})
+    positions_at = [sorted({c[1] for c in cells if c[0] == layer}) for layer in at_layers]
+    hs = sorted({c[2] for c in cells}) if site == "attention_heads" else None
+    runs = exact_sweep_pairs(
+        loaded,
+        [(original, counterfactual)] * len(at_layers),
+        site=site,
+        layers=[[layer] for layer in at_layers],
+        positions=positions_at,
+        heads=hs,
+        batch_size=batch_size,
+        reuse_prefix=reuse_prefix,
+        warn_unsolved=False,
+    )
+    for i, cell in enumerate(cells):
+        k = at_layers.index(cell[0])
+        run = runs[k]
+        at = (0, positions_at[k].index(cell[1])) + ((hs.index(cell[2]),) if hs is not None else ())
+        exact[i] = run.logit_diff[at] - run.original.logit_diff
+        exact_normalized[i] = run.normalized[at]
     estimated = effect.ravel()[flat]
     half = -(-len(cells) // 2)
     recall = len(set(_top(exact, half).tolist()) & set(range(half))) / half
@@ -819,13 +822,13 @@ def verify_attribution(
     )
 
 
-def run_method(method: str, *, exact_sweep: Callable[..., SweepResult], **kwargs: Any) -> Any:
+def run_method(method: str, *, exact_sweep_pairs: Callable[..., list[SweepResult]], **kwargs: Any) -> Any:
     """Run `sweep(..., method=method)` for a method other than "exact".
 
     Args:
         method: "attribution" (AtP), "atp*" (AtP with the QK fix and GradDrop), or either with "+verify" (its
             `top_k` cells patched exactly: an `AttributionCheck`).
-        exact_sweep: The exact engine, for verification.
+        exact_sweep_pairs: The exact engine (`debug.causal.engine.sweep_pairs`), for verification.
         **kwargs: `sweep`'s arguments (model, original, counterfactual, site, layers, positions, heads,
             batch_size, progress, reuse_prefix, warn_unsolved, top_k).
 
@@ -844,7 +847,7 @@ def run_method(method: str, *, exact_sweep: Callable[..., SweepResult], **kwargs
         return attribution_sweep(**kwargs, qk_fix=star, grad_drop=star)
     return verify_attribution(
         **kwargs,
-        exact_sweep=exact_sweep,
+        exact_sweep_pairs=exact_sweep_pairs,
         top_k=top_k,
         batch_size=batch_size,
         reuse_prefix=reuse_prefix,

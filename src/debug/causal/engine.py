@@ -272,16 +272,16 @@ def _device_of_kv(kv: Any) -> torch.device:
     return keys.device if keys is not None else torch.device("cpu")
 
 
-def _per_pair_positions(positions: Any, n_pairs: int) -> list[Any]:
-    """`positions` as one entry per pair: one spec for all, or a list of one spec (None or ints) per pair."""
-    if positions is None or isinstance(positions, range):
-        return [positions] * n_pairs
-    items = list(positions)
+def _per_pair(spec: Any, n_pairs: int, name: str) -> list[Any]:
+    """`layers` or `positions` as one entry per pair: one spec for all, or one (None or ints) per pair."""
+    if spec is None or isinstance(spec, range):
+        return [spec] * n_pairs
+    items = list(spec)
     if items and all(item is None or not np.isscalar(item) for item in items):
         if len(items) != n_pairs:
             raise CausalTracingError(
-                f"positions has {len(items)} per-pair lists for {n_pairs} pairs; pass one list per pair "
-                "(None = all positions) or one list of ints for every pair"
+                f"{name} has {len(items)} per-pair lists for {n_pairs} pairs; pass one list per pair "
+                f"(None = all {name}) or one list of ints for every pair"
             )
         return items
     return [items] * n_pairs
@@ -472,7 +472,7 @@ def _cache_block(
             first.arch,
             first.site,
             [plans[i].pair for i in members],
-            first.layers,
+            sorted({layer for i in members for layer in plans[i].layers}),
             residual_layers,
             kwargs,
         )
@@ -652,7 +652,8 @@ def sweep_pairs(
         model: A model id (loaded with `debug.models.load`) or a `LoadedModel`.
         pairs: `(original, counterfactual)` per pair; each program as `sweep` takes it.
         site: "residual_stream", "attention_heads" or "mlp".
-        layers: Layers to patch, the same for every pair (default all; see `sweep`).
+        layers: Layers to patch (see `sweep`): None (all), one list of ints for every pair, or a list with
+            one entry (None or a list of ints) per pair.
         positions: Positions to patch: None (all), one list of ints for every pair, or a list with one entry
             (None or a list of ints) per pair.
         heads: Heads to patch for "attention_heads" (default all).
@@ -679,8 +680,10 @@ def sweep_pairs(
     check_eval(loaded.model)
     pairs = list(pairs)
     plans = [
-        plan_pair(loaded, arch, original, counterfactual, site, layers, where, heads)
-        for (original, counterfactual), where in zip(pairs, _per_pair_positions(positions, len(pairs)))
+        plan_pair(loaded, arch, original, counterfactual, site, at, where, heads)
+        for (original, counterfactual), at, where in zip(
+            pairs, _per_pair(layers, len(pairs), "layers"), _per_pair(positions, len(pairs), "positions")
+        )
     ]
     kwargs = forward_kwargs(loaded.model)
     if isinstance(loaded, RemoteModel):
@@ -805,7 +808,7 @@ def sweep(
             raise CausalTracingError(f"remote runs method='exact' only; method={method!r} runs in process")
         return run_method(
             method,
-            exact_sweep=sweep,
+            exact_sweep_pairs=sweep_pairs,
             model=model,
             original=original,
             counterfactual=counterfactual,
