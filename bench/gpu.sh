@@ -3,11 +3,12 @@
 # continues on the GPU for the time left. See docs/benchmarks.md ("A GPU sitting").
 #
 #   bash bench/gpu.sh wheels     here, once: download the wheels the GPU image lacks into .whl/ (git-ignored)
-#   bash bench/gpu.sh            there: carry .whl and runs/multi/multi; results land under $OUT
+#   bash bench/gpu.sh            there: carry .whl; results land under $OUT
 #
 # The GPU image has torch, transformers, safetensors, jinja2, scipy and tabulate but neither this project nor
 # nnsight: the project runs from src/ on PYTHONPATH, nnsight and its missing dependencies come from .whl/.
-# Environment: TRAIN_MINUTES (default 5), START_FROM (default runs/multi/multi), BATCH_SIZE (default 512).
+# Environment: TRAIN_MINUTES (default 5), START_FROM (default: the newest multi-family checkpoint shipped in
+# src/debug/embedded/, else runs/multi/multi), BATCH_SIZE (default 512).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,12 +40,15 @@ timeout 240 python3 bench/patching.py --per-cell-sample 150 --repeats 2 2>&1 | t
 
 # Training: a new run warm-started from the CPU run's latest model (--resume refuses a change of device or
 # batch size, which change the weights); the model comes back as one archive (files from $OUT are limited).
-START_FROM=${START_FROM:-runs/multi/multi}
+# The newest shipped checkpoint by step (multi-<step>): it travels with the working tree, nothing to carry.
+NEWEST=$(ls -d src/debug/embedded/multi-* 2>/dev/null | sort -t- -k2 -n | tail -1)
+START_FROM=${START_FROM:-${NEWEST:-runs/multi/multi}}
 if [[ -d "$START_FROM" ]]; then
     python3 -m debug.cli train --preset multi --start-from "$START_FROM" --device cuda \
         --batch-size "${BATCH_SIZE:-512}" --micro-batches 1 --out-dir /tmp/multi-gpu --save-every 500 \
         --eval-every 500 --max-minutes "${TRAIN_MINUTES:-5}" 2>&1 | tee "$OUT/train.log"
     tar czf "$OUT/multi-gpu.tgz" -C /tmp multi-gpu
 else
-    echo "no $START_FROM to start from: carry it (run: carry [\"runs/multi/multi\"])" | tee "$OUT/train.log"
+    echo "no $START_FROM to start from: set START_FROM or carry it (run: carry [\"runs/multi/multi\"])" \
+        | tee "$OUT/train.log"
 fi
