@@ -199,7 +199,7 @@ MULTI_MIX: tuple[DataSource, ...] = (
 #: blocks, is ~3x its mean), 4.3 s (0.23 steps/s) with other work on the machine. Growing the width
 #: would multiply that. Every 100 steps it measures every family at every length (`eval_per_length` 16
 #: programs each, 44 cells) beside the binding set. On a GPU, continue from a saved model as a new run
-#: (`--start-from runs/multi/multi --device cuda --batch-size 512 --micro-batches 1`): `--resume` keeps the
+#: (`--start-from embedded:multi-2000 --device cuda --batch-size 512 --micro-batches 1`): `--resume` keeps the
 #: recipe, device and batch included. Its ship name is `multi`, never `binder`: it replaces nothing unless
 #: it meets the bars of tests/test_multi_family_model.py.
 MULTI = TrainConfig(
