@@ -23,8 +23,7 @@ import inspect
 from typing import Any
 
 
-def accepts_argument(model: Any, name: str) -> bool:
-    """Whether the model's forward takes keyword `name` (`logits_to_keep`, `cache`: transformers versions)."""
+def _accepts(model: Any, name: str) -> bool:
     try:
         return name in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
@@ -66,6 +65,31 @@ class _Stops:
         return [self.tokenizer.decode(g, skip_special_tokens=True) for g in self.generated]
 
 
+def teacher_forced_forward(
+    model: Any, prompt_ids: list[list[int]], answer_ids: list[list[int]], pad: int, **kwargs: Any
+) -> tuple[Any, Any, int]:
+    """One forward of each row's prompt followed by its answer, padded on the right.
+
+    Under causal attention no position sees the padding after it, so rows of any lengths share the forward
+    with no attention mask or position ids. Logits are computed only from the shortest prompt's last token on
+    (`logits_to_keep`, where the model takes it: a hub vocabulary is large). The caller sets the grad mode.
+
+    Returns:
+        (the model's output, the kept logits `[rows, keep, vocab]`, the position the window starts at).
+    """
+    import torch
+
+    width = max(len(p) + len(a) for p, a in zip(prompt_ids, answer_ids))
+    ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
+    for r, (p, a) in enumerate(zip(prompt_ids, answer_ids)):
+        ids[r, : len(p) + len(a)] = torch.tensor(p + a, dtype=torch.long)
+    keep = width - min(len(p) for p in prompt_ids) + 1
+    if _accepts(model, "logits_to_keep"):
+        kwargs["logits_to_keep"] = keep
+    out = model(input_ids=ids.to(model.get_input_embeddings().weight.device), **kwargs)
+    return out, out.logits[:, -keep:], width - keep
+
+
 def decode_batch(
     model: Any,
     tokenizer: Any,
@@ -95,19 +119,12 @@ def decode_batch(
     rows = len(prompt_ids)
     plens = [len(p) for p in prompt_ids]
     alens = [len(a) for a in answer_ids]
-    width = max(p + a for p, a in zip(plens, alens))
-    ids = torch.full((rows, width), pad, dtype=torch.long)
-    for r, (p, a) in enumerate(zip(prompt_ids, answer_ids)):
-        ids[r, : plens[r] + alens[r]] = torch.tensor(p + a, dtype=torch.long)
-    # Logits are needed from the shortest prompt's last token to the end: keep only that window.
-    keep = width - min(plens) + 1
-    offset = width - keep
     span = max(alens) + 1
     stops = _Stops(tokenizer, limits, stop_at_newline)
     with torch.inference_mode():
-        extra = {"logits_to_keep": keep} if accepts_argument(model, "logits_to_keep") else {}
-        out = model(input_ids=ids.to(device), use_cache=True, **extra)
-        logits = out.logits[:, -keep:]
+        out, logits, offset = teacher_forced_forward(model, prompt_ids, answer_ids, pad, use_cache=True)
+        keep = logits.shape[1]
+        width = offset + keep
         # Row r's answer token j is predicted at position plens[r] - 1 + j; j = alens[r]: what follows it.
         where = torch.tensor([[p - 1 + j - offset for j in range(span)] for p in plens], dtype=torch.long)
         where = where.clamp(max=keep - 1).to(logits.device)
@@ -158,8 +175,8 @@ def _continue(
     cache = getattr(out, "cache", None)
     if cache is None:
         cache = out.past_key_values
-    cache_name = "cache" if accepts_argument(model, "cache") else "past_key_values"
-    keep = {"logits_to_keep": 1} if accepts_argument(model, "logits_to_keep") else {}
+    cache_name = "cache" if _accepts(model, "cache") else "past_key_values"
+    keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
     # The cache's row order follows the batch; `rows` maps cache rows to batch rows.
     rows = list(range(len(plens)))
     selectable = hasattr(cache, "batch_select_indices")

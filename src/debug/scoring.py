@@ -36,7 +36,7 @@ from debug.chat import (
     render_chat,
     require_chat_template,
 )
-from debug.decoding import accepts_argument, decode_batch
+from debug.decoding import decode_batch, teacher_forced_forward
 from debug.parsing import parser_for
 from debug.programs import Program, as_program, text_hash
 from debug.prompts import render
@@ -498,11 +498,9 @@ def teacher_forced(
     """(argmax ids at the answer positions, answer ids) per program, from teacher-forced forwards.
 
     The first argmax id is the model's greedy first answer token whatever the answer; the later ones are
-    conditioned on the true answer's earlier tokens (see `teacher_forced_correct`). Rows are padded on the
-    right, as `debug.decoding.decode_batch`'s prefill is: under causal attention no position sees the padding
-    after it, so one forward serves programs of any lengths with no attention mask or position ids. Programs
-    are sorted by length into forwards of `TEACHER_FORCED_ROWS` rows, and only the logits from the chunk's
-    shortest prompt on are computed (`logits_to_keep`, where the model takes it: a hub vocabulary is large).
+    conditioned on the true answer's earlier tokens (see `teacher_forced_correct`). Programs are sorted by
+    length into forwards of `TEACHER_FORCED_ROWS` rows, each `debug.decoding.teacher_forced_forward` (padded
+    on the right, as `decode_batch`'s prefill is).
     """
     import torch
 
@@ -517,22 +515,14 @@ def teacher_forced(
         )
     out: list[tuple[list[int], list[int]]] = [([], [])] * len(programs)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
-    device = model.get_input_embeddings().weight.device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    trims = accepts_argument(model, "logits_to_keep")
     with torch.no_grad():
         for begin in range(0, len(order), TEACHER_FORCED_ROWS):
             chunk = order[begin : begin + TEACHER_FORCED_ROWS]
-            width = max(len(rows[i][0]) + len(rows[i][1]) for i in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            for row, i in enumerate(chunk):
-                ids[row, : len(rows[i][0]) + len(rows[i][1])] = torch.tensor(rows[i][0] + rows[i][1])
-            # Logits are read from the shortest prompt's last token on: keep only that window.
-            keep = width - min(len(rows[i][0]) for i in chunk) + 1
-            extra = {"logits_to_keep": keep} if trims else {}
-            predicted = model(input_ids=ids.to(device), **extra).logits[:, -keep:].argmax(-1).cpu()
-            for row, i in enumerate(chunk):
-                prompt, answer = rows[i]
-                start = len(prompt) - 1 - (width - keep)
+            prompts, answers = [rows[i][0] for i in chunk], [rows[i][1] for i in chunk]
+            _, logits, offset = teacher_forced_forward(model, prompts, answers, pad)
+            predicted = logits.argmax(-1).cpu()
+            for row, (i, prompt, answer) in enumerate(zip(chunk, prompts, answers)):
+                start = len(prompt) - 1 - offset
                 out[i] = (predicted[row, start : start + len(answer)].tolist(), answer)
     return out

@@ -176,9 +176,10 @@ class Measurement:
         Returns:
             The exact sweeps at the targets, in program order.
         """
+        # deferred: this module is also used outside pytest (bench/), and torch and nnsight cost seconds to
+        # import while only causal cases need them.
         import pytest
 
-        # deferred: torch and nnsight cost seconds to import, and only causal cases need them.
         from debug.causal.evaluate import measure_eval_case
 
         if self._request is None:
