@@ -24,7 +24,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -63,10 +62,10 @@ def behavioural(loaded: Any, case: Case) -> None:
     evaluate_case(Measurement("bench", "bench", case.family), case, loaded, Backend(options))
 
 
-def causal(loaded: Any, case: Case, out_dir: str) -> Measurement:
+def causal(loaded: Any, case: Case) -> Measurement:
     """The causal eval case on the same programs, as the eval runs it without --num-seqs."""
     measure = Measurement("bench", "bench", f"causal_{case.family}")
-    measure_eval_case(case, loaded, measure, family=case.family, out_dir=out_dir, num_seqs_given=False)
+    measure_eval_case(case, loaded, measure, family=case.family, num_seqs_given=False)
     return measure
 
 
@@ -95,26 +94,25 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load(args.model, device=args.device)
 
     rows, phases, totals = [], [], [0.0, 0.0]
-    with tempfile.TemporaryDirectory() as out_dir:
-        for family in families:
-            case = _case(args, family, args.num_seqs)
-            # Warm-up: first-trace and first-forward costs are paid before any clock starts.
-            warm = _case(args, family, 2)
-            behavioural(loaded, warm)
-            causal(loaded, warm, out_dir)
-            behav, caus = [], []
-            for _ in range(args.repeats):
-                behav.append(_timed(behavioural, loaded, case)[0])
-                seconds, measure = _timed(causal, loaded, case, out_dir)
-                caus.append(seconds)
-            b, c = statistics.median(behav), statistics.median(caus)
-            totals[0] += b
-            totals[1] += c
-            record = measure.to_record()
-            swept = record["metrics"].get("swept_pairs", {}).get("k", 0)
-            rho = record["info"].get("map_vs_exact_spearman")
-            rows.append([family, args.num_seqs, swept, f"{b:.2f}", f"{c:.2f}", f"{c / b:.2f}x", rho])
-            phases.append([family, *(f"{record['info']['seconds'].get(p, 0.0):.2f}" for p in PHASES)])
+    for family in families:
+        case = _case(args, family, args.num_seqs)
+        # Warm-up: first-trace and first-forward costs are paid before any clock starts.
+        warm = _case(args, family, 2)
+        behavioural(loaded, warm)
+        causal(loaded, warm)
+        behav, caus = [], []
+        for _ in range(args.repeats):
+            behav.append(_timed(behavioural, loaded, case)[0])
+            seconds, measure = _timed(causal, loaded, case)
+            caus.append(seconds)
+        b, c = statistics.median(behav), statistics.median(caus)
+        totals[0] += b
+        totals[1] += c
+        record = measure.to_record()
+        swept = record["metrics"].get("swept_pairs", {}).get("k", 0)
+        rho = record["info"].get("map_vs_exact_spearman")
+        rows.append([family, args.num_seqs, swept, f"{b:.2f}", f"{c:.2f}", f"{c / b:.2f}x", rho])
+        phases.append([family, *(f"{record['info']['seconds'].get(p, 0.0):.2f}" for p in PHASES)])
     device = loaded.model.get_input_embeddings().weight.device
     print(
         f"{args.model} on {device.type} ({torch.get_num_threads()} threads), N = {args.num_seqs} programs "

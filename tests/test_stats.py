@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from debug.stats import (
     paired_difference_interval,
     paired_outcomes,
     programs_to_clear_bar,
+    spearman,
     wilson_half_width,
     wilson_interval,
 )
@@ -232,3 +234,13 @@ def test_mcnemar_programs_needed_worked_example() -> None:
     assert mcnemar_programs_needed(0.2, 0.1, alpha=0.01) > 155
     with pytest.raises(ValueError, match="discordant rate"):
         mcnemar_programs_needed(0.1, 0.2)
+
+
+def test_spearman_ranks_ties_at_their_mean_and_is_nan_when_undefined() -> None:
+    a = [0.1, 0.5, 0.3, 0.9]
+    assert spearman(a, [10 * v for v in a]) == pytest.approx(1.0)
+    assert spearman(a, [-v for v in a]) == pytest.approx(-1.0)
+    # Ranks with ties: [1.5, 0, 1.5] against [1, 0, 2] -> Pearson of the ranks.
+    by_hand = np.corrcoef([1.5, 0, 1.5], [1, 0, 2])[0, 1]
+    assert spearman([2.0, 1.0, 2.0], [1.0, 0.0, 2.0]) == pytest.approx(by_hand)
+    assert np.isnan(spearman(a, [1.0] * 4)) and np.isnan(spearman([1.0], [2.0]))

@@ -10,6 +10,7 @@ Everything here is small and leans on scipy, so the numbers match what a statist
   and return the counts, the delta and the p-value in one `PairedComparison`.
 - `paired_bootstrap_ci`: a percentile interval of the mean paired difference of a continuous metric.
 - `paired_difference_interval`: Newcombe's score interval of a paired difference of proportions.
+- `spearman`: the rank correlation of two score vectors (how far an estimate orders cells like the truth).
 - `holm_adjust`: Holm's step-down adjusted p-values, for family-wise error control over many cases.
 - `programs_to_clear_bar` / `mcnemar_programs_needed`: roughly how many programs would decide a gate whose
   interval straddles its bar, or a paired comparison that is not yet significant.
@@ -221,6 +222,20 @@ def paired_bootstrap_ci(
 def interval_straddles(low: float, high: float, bar: float) -> bool:
     """Whether a bar lies strictly inside an interval: the data cannot tell which side the truth is on."""
     return low < bar < high
+
+
+def spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
+    """Spearman's rank correlation (`scipy.stats.spearmanr`, ties at their mean rank).
+
+    Returns:
+        The correlation, or nan when it is undefined (fewer than two values, or either side constant).
+    """
+    from scipy.stats import spearmanr  # deferred: scipy.stats costs a noticeable part of a second to import
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
 
 
 def holm_adjust(p_values: Sequence[float]) -> list[float]:

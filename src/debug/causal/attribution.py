@@ -78,6 +78,7 @@ from debug.causal.forward import (
 from debug.causal.inputs import AnswerTokens, CausalTracingError
 from debug.causal.plan import SweepPlan, check_site, plan_pair
 from debug.causal.result import SweepResult, UnpatchedRun, warn_if_unsolved
+from debug.stats import spearman
 
 __all__ = [
     "ATTRIBUTION_METRICS",
@@ -613,14 +614,6 @@ def _top(values: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-np.abs(values), kind="stable")[:k]
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr  # deferred: scipy costs a noticeable part of a second to import
-
-    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
-
-
 def agreement(estimate: SweepResult, exact: SweepResult, top_k: int = 20) -> dict[str, float]:
     """How well an attribution sweep ranks cells, against an exact sweep over the same cells.
 
@@ -658,8 +651,8 @@ def agreement(estimate: SweepResult, exact: SweepResult, top_k: int = 20) -> dic
     top_exact = _top(ex, k)
     recall = len(set(top_exact.tolist()) & set(_top(est, k).tolist())) / k
     return {
-        "spearman": _spearman(est, ex),
-        "spearman_abs": _spearman(np.abs(est), np.abs(ex)),
+        "spearman": spearman(est, ex),
+        "spearman_abs": spearman(np.abs(est), np.abs(ex)),
         "top_k_recall": recall,
         "sign_agreement": float(np.mean(np.sign(est[top_exact]) == np.sign(ex[top_exact]))),
         "cells": float(est.size),
@@ -804,7 +797,7 @@ def verify_attribution(
         estimated=estimated,
         exact=exact,
         exact_normalized=exact_normalized,
-        spearman=_spearman(estimated, exact),
+        spearman=spearman(estimated, exact),
         top_half_recall=recall,
         sign_agreement=float(np.mean(np.sign(estimated) == np.sign(exact))),
         seconds=time.perf_counter() - started,

@@ -43,9 +43,10 @@ Recorded per case:
 The case info also carries `seconds`: wall time per phase (answers, exact sweep, lens and knockout,
 attribution map and pictures), which `bench/causal_eval.py` prints beside the behavioural twin's time.
 
-Pictures: "layer x token" (the attribution map above), and the exact mean effect per target and layer -
-where the changed value travels - as "by ref depth" (lines, the paper's picture) for binding and as a
-"target x layer" heatmap for range and boolean.
+Pictures, attached as SVG (`debug.causal.plots.token_heatmap_svg` and `target_heatmap_svg`: drawn from the
+numbers in milliseconds, where a matplotlib figure of the map cost more than the behavioural twin): "layer x
+token" (the attribution map above) and "target x layer", the exact mean effect per target and layer - where
+the changed value travels (for binding the numbers of the paper's by-ref-depth lines).
 
 Every program gets a sample record, swept or not, with what its counterfactual changed (`change`: line, old
 and new value); one that was not swept says why (`skipped`: no counterfactual of equal token length, no
@@ -62,29 +63,27 @@ this module does not depend on the plugin.
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from debug._util.figures import save_figure
 from debug.causal.architectures import resolve_architecture
 from debug.causal.engine import REMOTE_CHOICES, check_remote, sweep, sweep_pairs
 from debug.causal.inputs import CausalTracingError, prepare_inputs, token_label
 from debug.causal.knockout import knockout_by_layer
 from debug.causal.lens import logit_lens
 from debug.causal.pairs import check_program_fits
-from debug.causal.plots import plot_ref_depth_aggregate, plot_token_heatmap
+from debug.causal.plots import target_heatmap_svg, token_heatmap_svg
 from debug.causal.result import SweepResult, aggregate_by_target
 from debug.counterfactual import create_counterfactual, create_counterfactual_program, mark_change
 from debug.generators import GENERATORS
 from debug.programs import Program, generate_programs, program_seed
 from debug.scoring import teacher_forced
+from debug.stats import spearman
 
 __all__ = [
     "CAUSAL_FAMILIES",
@@ -320,25 +319,8 @@ def attribution_map(loaded: Any, pair: BindingPair, exact: SweepResult) -> tuple
     guess = estimate.metric("normalized")[np.ix_(rows, columns)].ravel()
     truth = exact.metric("normalized").ravel()
     keep = np.isfinite(guess) & np.isfinite(truth)
-    return estimate, (_spearman(guess[keep], truth[keep]) if keep.sum() >= 3 else None)
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Spearman rank correlation (average ranks for ties); None when either side is constant."""
-    ranks = [_ranks(a), _ranks(b)]
-    if min(float(np.std(r)) for r in ranks) == 0.0:
-        return None
-    return float(np.corrcoef(*ranks)[0, 1])
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values), dtype=float)
-    ranks[order] = np.arange(len(values), dtype=float)
-    for value in np.unique(values):  # ties share their mean rank
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
+    rho = spearman(guess[keep], truth[keep]) if keep.sum() >= 3 else float("nan")
+    return estimate, (None if np.isnan(rho) else rho)
 
 
 def _effect_metrics(measure: Any, results: list[SweepResult]) -> dict[str, Any]:
@@ -397,7 +379,6 @@ def measure_binding_case(
     seq_len: int,
     num_seqs: int,
     seed: int,
-    out_dir: str | Path,
     max_pairs: int | None = SWEPT_PAIRS,
 ) -> list[SweepResult]:
     """Measure one causal binding case into `measure` (see the module docstring for what is recorded).
@@ -409,7 +390,6 @@ def measure_binding_case(
         seq_len: Assignment lines per program.
         num_seqs: Programs in the case.
         seed: The case's base seed.
-        out_dir: Where the attached pictures are written.
         max_pairs: Pairs patched at most (None: every measured pair).
 
     Returns:
@@ -420,7 +400,7 @@ def measure_binding_case(
             before any forward.
     """
     return measure_causal_case(
-        loaded, measure, family="binding", seq_len=seq_len, num_seqs=num_seqs, seed=seed, out_dir=out_dir,
+        loaded, measure, family="binding", seq_len=seq_len, num_seqs=num_seqs, seed=seed,
         knobs={"num_hops": hops}, max_pairs=max_pairs,
     )  # fmt: skip
 
@@ -433,7 +413,6 @@ def measure_causal_case(
     seq_len: int,
     num_seqs: int,
     seed: int,
-    out_dir: str | Path,
     knobs: dict[str, Any] | None = None,
     sweep_unsolved: bool = False,
     max_pairs: int | None = SWEPT_PAIRS,
@@ -448,7 +427,6 @@ def measure_causal_case(
         seq_len: The generator's seq_len (lines, or loop iterations for range).
         num_seqs: Programs in the case.
         seed: The case's base seed.
-        out_dir: Where the attached pictures are written.
         knobs: More generator knobs (`{"num_hops": 2}` for binding).
         sweep_unsolved: Sweep the first candidates even when some are answered right both ways (default:
             only those, when there is any).
@@ -504,7 +482,7 @@ def measure_causal_case(
             with clock("lens and knockout"):
                 _lens_and_knockout_metrics(loaded, measure, measured, knobs["num_hops"])
         with clock("attribution map and pictures"):
-            _attach_pictures(loaded, measure, measured[0], results, aggregate, family, out_dir, what=(
+            _attach_pictures(loaded, measure, measured[0], results, aggregate, what=(
                 f"{knobs['num_hops']} hops" if family == "binding" else f"{family}, seq_len {seq_len}"
             ))  # fmt: skip
     measure.info(seconds=clock.seconds)
@@ -532,11 +510,9 @@ def _attach_pictures(
     first: BindingPair,
     results: list[SweepResult],
     aggregate: dict[str, Any],
-    family: str,
-    out_dir: str | Path,
     what: str,
 ) -> None:
-    """The attribution map of the first swept pair and the exact by-target pictures (module docstring)."""
+    """The attribution map of the first swept pair and the exact target x layer means (module docstring)."""
     estimate, agreement = attribution_map(loaded, first, results[0])
     measure.info(
         map_method="attribution patching (AtP, first-order estimate) of the first swept pair",
@@ -544,21 +520,15 @@ def _attach_pictures(
     )
     rho = "n/a" if agreement is None else f"{agreement:.2f}"
     title = f"AtP estimate of the normalized effect, first swept program ({what})"
-    heatmap = save_figure(plot_token_heatmap(estimate, title=title), Path(out_dir) / "heatmap.png")
     caption = (
         f"attribution estimate, first swept program ({what}); rank agreement with exact at its targets {rho}"
     )
-    measure.image("layer x token", heatmap, caption=caption)
-    if family == "binding":  # the paper's picture; the other families get the same numbers as a heatmap
-        by_depth = save_figure(plot_ref_depth_aggregate(aggregate), Path(out_dir) / "by_depth.png")
-        measure.image(
-            "by ref depth", by_depth, caption=f"exact, mean over {len(results)} programs, by target"
-        )
-    else:
-        by_target = save_figure(plot_target_layer_heatmap(aggregate, what), Path(out_dir) / "by_target.png")
-        measure.image(
-            "target x layer", by_target, caption=f"exact mean normalized effect, {len(results)} programs"
-        )
+    measure.image("layer x token", token_heatmap_svg(estimate, title=title), caption=caption)
+    measure.image(
+        "target x layer",
+        target_heatmap_svg(aggregate, what),
+        caption=f"exact mean normalized effect by target, {len(results)} programs",
+    )
 
 
 def measure_eval_case(
@@ -567,7 +537,6 @@ def measure_eval_case(
     measure: Any,
     *,
     family: str,
-    out_dir: str | Path,
     num_seqs_given: bool,
     remote: str = "off",
 ) -> list[SweepResult]:
@@ -578,7 +547,6 @@ def measure_eval_case(
         loaded: The case's model.
         measure: The test's `Measurement`.
         family: A key of `CAUSAL_FAMILIES`.
-        out_dir: Where the pictures are written.
         num_seqs_given: Whether the user passed --num-seqs; then every measured pair is patched, otherwise
             `SWEPT_PAIRS`.
         remote: The `--remote` choice (`debug.causal.engine.REMOTE_CHOICES`): where the exact patching
@@ -597,7 +565,6 @@ def measure_eval_case(
         seq_len=case.seq_len,
         num_seqs=case.num_seqs,
         seed=case.seed,
-        out_dir=out_dir,
         knobs=knobs,
         max_pairs=None if num_seqs_given else SWEPT_PAIRS,
         remote=where,
@@ -611,38 +578,3 @@ def _measured_on(robust: list[BindingPair], checked: list[BindingPair], sweep_un
     return (
         "pairs answered correctly both ways" if robust else "pairs not answered correctly both ways (none is)"
     )
-
-
-def plot_target_layer_heatmap(aggregate: dict[str, Any], what: str = "", metric: str = "normalized") -> Any:
-    """A heatmap of the mean effect per target (rows) and layer (columns): where the changed value travels.
-
-    Args:
-        aggregate: `debug.causal.result.aggregate_by_target` of the case's sweeps.
-        what: Names the case in the title.
-        metric: Which metric to draw.
-
-    Returns:
-        The matplotlib figure.
-    """
-    import matplotlib  # deferred: matplotlib costs ~0.3 s to import
-
-    if "matplotlib.pyplot" not in sys.modules:  # keep a notebook's interactive backend
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # deferred: as above
-
-    targets = list(aggregate["by_target"])
-    values = np.array(
-        [[np.nan if v is None else v for v in aggregate["by_target"][t][metric]] for t in targets],
-        dtype=float,
-    )
-    if values.ndim == 3:  # head sweeps: the strongest head
-        values = np.nanmax(values, axis=2)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * values.shape[1] + 2.0), 0.45 * len(targets) + 1.6))
-    image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
-    ax.set_yticks(range(len(targets)), targets, fontsize=8)
-    ax.set_xticks(range(len(aggregate["layer_labels"])), aggregate["layer_labels"], fontsize=7)
-    ax.set_xlabel("layer")
-    ax.set_title(f"{metric} effect by target and layer ({what})\n{aggregate.get('model_id', '')}", fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
-    fig.tight_layout()
-    return fig

@@ -2,7 +2,10 @@
 
 Figures are drawn with matplotlib; when pyplot has not been imported yet, the Agg backend is chosen (files
 only, no display needed), and a backend the caller already chose (a notebook's) is left alone. Save them with
-`debug._util.figures.save_figure` (PNG). Colours are a diverging map centred on 0, so a cell that moves the
+`debug._util.figures.save_figure` (PNG). The eval report's causal cases attach the same pictures as SVG
+(`token_heatmap_svg`, `target_heatmap_svg`, drawn by `debug._util.heatmap` in milliseconds: a matplotlib
+figure of a 16-line program's map costs more than the behavioural case over 50 programs). Colours are a
+diverging map centred on 0, so a cell that moves the
 answer toward the counterfactual (normalized effect 1) and one that pushes it away (negative) read
 differently; the colour range is symmetric and at least [-1, 1]. A pair the model answers wrong says so in
 the title.
@@ -15,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from debug.causal.result import SweepResult
+from debug._util.heatmap import MARK, heatmap_svg
+from debug.causal.result import SweepResult, target_sort_key
 
 __all__ = [
     "METRIC_TITLES",
@@ -23,6 +27,8 @@ __all__ = [
     "plot_head_heatmaps",
     "plot_ref_depth_aggregate",
     "plot_token_heatmap",
+    "target_heatmap_svg",
+    "token_heatmap_svg",
 ]
 
 METRIC_TITLES = {
@@ -31,7 +37,7 @@ METRIC_TITLES = {
     "prob_cf": "P(counterfactual answer)",
     "iia": "interchange intervention accuracy (top-1 = cf answer)",
 }
-TARGET_COLOR = "#d62728"
+TARGET_COLOR = MARK  # the SVG pictures mark targets in the same red
 
 
 def _pyplot() -> Any:
@@ -67,6 +73,12 @@ def _targets_at(result: SweepResult) -> dict[int, str]:
     return {i: "/".join(names) for i, names in short.items()}
 
 
+def _strongest_head(values: np.ndarray) -> np.ndarray:
+    """`[layers, positions, heads]` -> `[layers, positions]`: the head with the largest magnitude."""
+    pick = np.nanargmax(np.nan_to_num(np.abs(values), nan=-1.0), axis=2)
+    return np.take_along_axis(values, pick[..., None], axis=2)[..., 0]
+
+
 def _title(result: SweepResult, metric: str, extra: str = "") -> str:
     site = result.site.replace("_", " ")
     answer = f"answer {result.answer.original_text!r} -> {result.answer.counterfactual_text!r}"
@@ -94,9 +106,7 @@ def plot_token_heatmap(result: SweepResult, metric: str = "normalized", *, title
     values = result.metric(metric).astype(float)
     extra = ""
     if values.ndim == 3:
-        pick = np.nanargmax(np.nan_to_num(np.abs(values), nan=-1.0), axis=2)
-        values = np.take_along_axis(values, pick[..., None], axis=2)[..., 0]
-        extra = ", strongest head"
+        values, extra = _strongest_head(values), ", strongest head"
     labels = [result.tokens[p] for p in result.positions]
     plt = _pyplot()
     width = min(28.0, 2.5 + 0.32 * len(labels))
@@ -124,6 +134,57 @@ def plot_token_heatmap(result: SweepResult, metric: str = "normalized", *, title
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
     fig.tight_layout()
     return fig
+
+
+def token_heatmap_svg(result: SweepResult, metric: str = "normalized", *, title: str | None = None) -> bytes:
+    """`plot_token_heatmap`'s picture as SVG (`debug._util.heatmap`): layers bottom to top, targets marked.
+
+    Returns:
+        The SVG document (UTF-8 bytes).
+    """
+    values = result.metric(metric).astype(float)
+    extra = ""
+    if values.ndim == 3:
+        values, extra = _strongest_head(values), ", strongest head"
+    return heatmap_svg(
+        values[::-1],  # the last layer on top, as the residual stream rises
+        list(result.layer_labels)[::-1],
+        [result.tokens[p] for p in result.positions],
+        title=title or _title(result, metric, extra),
+        limits=_limits(values, metric),
+        cmap=_cmap(metric),
+        marked=_targets_at(result),
+        x_label="token position (program text)",
+        y_label="layer (residual = input of the layer)" if result.site == "residual_stream" else "layer",
+    )
+
+
+def target_heatmap_svg(aggregate: dict[str, Any], what: str = "", metric: str = "normalized") -> bytes:
+    """The mean effect per target (rows) and layer (columns) as SVG: where the changed value travels.
+
+    Args:
+        aggregate: `debug.causal.result.aggregate_by_target` of the sweeps (head sweeps: the strongest head).
+        what: Names the programs in the title.
+        metric: Which metric to draw.
+
+    Returns:
+        The SVG document (UTF-8 bytes).
+    """
+    targets = sorted(aggregate["by_target"], key=target_sort_key)
+    rows = [[np.nan if v is None else v for v in aggregate["by_target"][t][metric]] for t in targets]
+    values = np.array(rows, dtype=float).reshape(len(targets), len(aggregate["layer_labels"]), -1)
+    values = values[..., 0] if values.shape[2] == 1 else np.nanmax(values, axis=2)
+    counts = {t: aggregate["by_target"][t]["n"] for t in targets}
+    title = f"{METRIC_TITLES.get(metric, metric)}, mean by target ({what})\n{aggregate.get('model_id', '')}"
+    return heatmap_svg(
+        values,
+        [f"{t} (n={counts[t]})" for t in targets],
+        [str(label) for label in aggregate["layer_labels"]],
+        title=title,
+        limits=_limits(values, metric),
+        cmap=_cmap(metric),
+        x_label="layer",
+    )
 
 
 def plot_head_heatmaps(result: SweepResult, metric: str = "normalized", *, max_panels: int = 6) -> Any:
@@ -182,7 +243,7 @@ def plot_ref_depth_aggregate(
     if ax is None:
         _, ax = _pyplot().subplots(figsize=(7.5, 4.2))
     layers = aggregate["layer_labels"]
-    for label, entry in sorted(aggregate["by_target"].items(), key=lambda kv: _target_order(kv[0])):
+    for label, entry in sorted(aggregate["by_target"].items(), key=lambda kv: target_sort_key(kv[0])):
         values = np.array(entry[metric], dtype=float)  # None (undefined) becomes nan: a gap in the line
         if values.ndim == 2:
             values = values[
@@ -198,9 +259,3 @@ def plot_ref_depth_aggregate(
     ax.legend(fontsize=7)
     ax.figure.tight_layout()
     return ax.figure
-
-
-def _target_order(label: str) -> tuple[int, str]:
-    if label.startswith("ref depth "):
-        return (0, f"{int(label.split()[-1]):04d}")
-    return ({"query": 1, "final": 2}.get(label, 3), label)

@@ -36,6 +36,7 @@ __all__ = [
     "layer_label",
     "normalized_effect",
     "scored_rows",
+    "target_sort_key",
     "warn_if_unsolved",
 ]
 
@@ -427,3 +428,13 @@ def aggregate_by_target(sweeps: Sequence[SweepResult]) -> dict[str, Any]:
         "definitions": first.definitions,
         "by_target": by_target,
     }
+
+
+def target_sort_key(label: str) -> tuple[int, int, str]:
+    """Reading order of target labels: the changed constant, chain lines or operands by depth, the
+    accumulator, the query, the final token, then any other label by name."""
+    for rank, prefix in ((1, "ref depth "), (1, "operand ")):
+        if label.startswith(prefix) and label[len(prefix) :].isdigit():
+            return (rank, int(label[len(prefix) :]), label)
+    order = {"changed constant": 0, "accumulator": 2, "query": 3, "final": 4}
+    return (order.get(label, 5), 0, label)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from debug._util.files import atomic_write_text, timestamped_dir
+from debug._util.templates import template_env
 from debug.plugin.compare import (
     ALPHA_RANGE,
     CORRECTIONS,
@@ -35,7 +36,6 @@ from debug.plugin.compare import (
     parse_fail_rule,
     regressions,
 )
-from debug.plugin.html import template_env
 from debug.plugin.terminal import case_table, family_lines, regression_lines
 
 __all__ = ["build_parser", "main", "render_comparison_html"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from debug._util.figures import figure_base64
 from debug._util.jsonable import jsonable
+from debug._util.templates import template_env
 from debug.stats import pooled_proportion
 
 
@@ -131,22 +132,6 @@ def script_json(value: Any) -> str:
     ):
         text = text.replace(char, escape)
     return text
-
-
-def template_env() -> Any:
-    """The jinja2 environment of the package's templates: autoescaped, strict, with the number filters."""
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("debug", "templates"),
-        autoescape=True,  # every value is untrusted text: programs and model outputs
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["pct"] = lambda v: "–" if v is None else f"{100.0 * float(v):.1f}%"
-    env.filters["num"] = lambda v, d=3: "–" if v is None else f"{float(v):.{d}f}"
-    env.filters["signed_pp"] = lambda v: "–" if v is None else f"{100.0 * float(v):+.1f} pp"
-    env.filters["pval"] = lambda v: "–" if v is None else (f"{float(v):.3g}")
-    return env
 
 
 def render_html(

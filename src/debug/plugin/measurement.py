@@ -165,8 +165,8 @@ class Measurement:
     def trace(self, case: Case, loaded: Any, *, family: str) -> list[Any]:
         """Run the causal measurement of a causal eval case (`debug.causal.evaluate.measure_eval_case`).
 
-        The run's `--num-seqs` (given: every pair is patched) and `--remote` apply; pictures are written
-        under the test's `tmp_path`. Skips the test when no pair could be patched (the samples say why).
+        The run's `--num-seqs` (given: every pair is patched) and `--remote` apply; the pictures are
+        attached to the case as SVG. Skips the test when no pair could be patched (the samples say why).
 
         Args:
             case: The eval case (`debug_case`).
@@ -190,7 +190,6 @@ class Measurement:
             loaded,
             self,
             family=family,
-            out_dir=self._request.getfixturevalue("tmp_path"),
             num_seqs_given=config.getoption("--num-seqs") is not None,
             remote=config.getoption("--remote"),
         )

@@ -37,12 +37,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 
 from debug._util.figures import figure_base64
 from debug._util.files import atomic_write_json, atomic_write_text
 from debug._util.jsonable import jsonable
+from debug._util.templates import template_env
 from debug.causal.inputs import prepare_inputs
 from debug.causal.plots import plot_ref_depth_aggregate
 from debug.causal.result import aggregate_by_target
@@ -555,17 +555,16 @@ def training_report(
     out.mkdir(parents=True, exist_ok=True)
     # Plain JSON: an undefined normalized effect (a pair whose two runs agree) is written as null, not NaN.
     atomic_write_json(out / "train_report.json", jsonable(document), indent=1)
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("debug", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    html = env.get_template("train_report.html.j2").render(
-        doc=document,
-        history_png=plot_history(history, [ck["step"] for ck in measured], stages) if history else None,
-        patching_png=plot_patching(measured),
-        families_png=plot_families(by_family, [ck["step"] for ck in measured]) if by_family else None,
-        family_patching_png={f: plot_family_patching(measured, f) for f in patch_families},
+    html = (
+        template_env()
+        .get_template("train_report.html.j2")
+        .render(
+            doc=document,
+            history_png=plot_history(history, [ck["step"] for ck in measured], stages) if history else None,
+            patching_png=plot_patching(measured),
+            families_png=plot_families(by_family, [ck["step"] for ck in measured]) if by_family else None,
+            family_patching_png={f: plot_family_patching(measured, f) for f in patch_families},
+        )
     )
     path = atomic_write_text(out / "train_report.html", html)
     log(f"wrote {path}")
