@@ -99,6 +99,11 @@ def test_every_program_gets_a_sample_and_skipped_pairs_say_why(loaded, asked, mo
     assert measure.facts["skipped_why"] == f"1 {WRONG_WAY}; 1 {NO_COUNTERFACTUAL}"
     assert measure.images == ["layer x token", "target x layer"]
     assert "attribution" in measure.facts["map_method"]
+    # Lens and knockout read the swept pairs' originals: one count per swept pair.
+    for cut in ("root_line", "last_chain_line"):
+        assert measure.metrics[f"knockout/final_to_{cut}/answer_kept"]["n"] == 3
+        assert 0.0 <= measure.metrics[f"knockout/final_to_{cut}/prob_orig"]["value"] <= 1.0
+    assert measure.metrics["lens/answer_top1/layer_final"]["n"] == 3
 
 
 def test_max_pairs_bounds_the_counterfactuals_answered_and_the_pairs_patched(loaded, asked) -> None:

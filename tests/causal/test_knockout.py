@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from debug.causal.inputs import CausalTracingError
-from debug.causal.knockout import attention_knockout, knockout_by_layer, line_positions, plot_knockout
+from debug.causal.knockout import (
+    attention_knockout,
+    knockout_by_layer,
+    knockout_programs,
+    line_positions,
+    plot_knockout,
+)
 from debug.models import LoadedModel
 from debug.programs import Program
 
@@ -99,6 +105,29 @@ def test_single_program_targets_lines_and_plot(arch, load_tiny) -> None:
     assert len(plot_knockout(result).axes) == 1
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_knockout_programs_batches_what_one_knockout_at_a_time_measures(arch, attn: str, load_tiny) -> None:
+    loaded = load_tiny(arch[1], attn_implementation=attn)
+    # Two lengths (two forwards), and a one-line program without a "ref depth 2" target.
+    programs = [
+        ORIGINAL,
+        Program("a=2\nb=a\nc=b\n#c:", 2, {"answer_var": "c"}),
+        Program("a=3\nb=a\nc=9\n#b:", 3, {"answer_var": "b"}),
+        Program("x=5\n#x:", 5, {"answer_var": "x"}),
+    ]
+    cuts = {"root": "line:ref depth 1", "second": "line:ref depth 2", "query": [0]}
+    got = knockout_programs(loaded, programs, "final", cuts)
+    assert set(got) == set(cuts) and all(len(v) == len(programs) for v in got.values())
+    assert got["second"][3] is None and got["root"][3] is not None
+    for index, program in enumerate(programs):
+        for name, keys in cuts.items():
+            if got[name][index] is None:
+                continue
+            one = attention_knockout(loaded, program, "final", keys)
+            assert got[name][index].prob_original == pytest.approx(float(one.prob_original[0]), abs=1e-5)
+            assert got[name][index].answer_kept == bool(one.original_top1[0])
+
+
 def test_knockout_bad_input_fails_before_any_forward(
     arch, load_tiny, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -122,6 +151,8 @@ def test_knockout_bad_input_fails_before_any_forward(
         attention_knockout(loaded, pair, [1], [0, 1])
     with pytest.raises(CausalTracingError, match="needs answers"):
         attention_knockout(loaded, "a=1\n#a:", [0], [0])
+    with pytest.raises(CausalTracingError, match="cut 'all': query position 1 would attend to nothing"):
+        knockout_programs(loaded, [ORIGINAL, ORIGINAL], [1], {"all": [0, 1]})
     loaded.model.config._attn_implementation = "flash_attention_2"
     try:
         with pytest.raises(CausalTracingError, match="needs eager or sdpa"):

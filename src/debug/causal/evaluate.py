@@ -73,8 +73,8 @@ import numpy as np
 
 from debug.causal.architectures import resolve_architecture
 from debug.causal.engine import REMOTE_CHOICES, check_remote, sweep, sweep_pairs
-from debug.causal.inputs import CausalTracingError, prepare_inputs, token_label
-from debug.causal.knockout import knockout_by_layer
+from debug.causal.inputs import prepare_inputs, token_label
+from debug.causal.knockout import knockout_programs
 from debug.causal.lens import logit_lens
 from debug.causal.pairs import check_program_fits
 from debug.causal.plots import target_heatmap_svg, token_heatmap_svg
@@ -355,19 +355,14 @@ def _lens_and_knockout_metrics(loaded: Any, measure: Any, pairs: list[BindingPai
         stays = [r.stays_from_layer for r in lenses if r.stays_from_layer is not None]
         if stays:
             measure.metric("lens/stays_from_layer", float(np.mean(stays)))
-    num_layers = resolve_architecture(loaded.model).num_layers
-    for name, keys in (("root_line", "line:ref depth 1"), ("last_chain_line", f"line:ref depth {hops}")):
-        kept, probs = [], []
-        for p in pairs:
-            try:
-                # Only the original's run is read: the program alone skips the counterfactual's forward.
-                result = knockout_by_layer(loaded, p.original, "final", keys, [range(num_layers)])
-            except CausalTracingError:
-                continue  # a program without that chain target: nothing to cut
-            kept.append(bool(result.original_top1[0]))
-            probs.append(float(result.prob_original[0]))
-        if kept:
-            measure.metric(f"knockout/final_to_{name}/answer_kept", k=sum(kept), n=len(kept))
+    # Only the originals run: a knockout of the program alone needs no counterfactual forward.
+    cuts = {"root_line": "line:ref depth 1", "last_chain_line": f"line:ref depth {hops}"}
+    for name, outcomes in knockout_programs(loaded, [p.original for p in pairs], "final", cuts).items():
+        found = [o for o in outcomes if o is not None]  # None: a program without that chain target
+        if found:
+            kept = sum(o.answer_kept for o in found)
+            measure.metric(f"knockout/final_to_{name}/answer_kept", k=kept, n=len(found))
+            probs = [o.prob_original for o in found]
             measure.metric(f"knockout/final_to_{name}/prob_orig", float(np.mean(probs)))
 
 

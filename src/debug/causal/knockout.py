@@ -14,7 +14,9 @@ additive (0 / the dtype's most negative value) when the model passes None or a f
 Mistral, GPT-2, GPT-NeoX); flash attention takes no 4D mask and is refused.
 
 Rows of one forward are knockout configurations (`knockout_by_layer`: row 0 unknocked, then one row per layer
-set), so a per-layer scan is one batched forward.
+set), so a per-layer scan is one batched forward. `knockout_programs` runs many programs with several cuts
+each, one row per (program, cut), programs of equal token length sharing a forward (the causal eval's
+knockout metrics: what a cut does to the answer of every swept program).
 
 Metrics match the patching sweep's, at the answer position of the original run: LD = logit(cf answer) -
 logit(orig answer); normalized = (LD_knocked - LD_orig) / (LD_cf - LD_orig); P(cf answer); IIA = top-1 equals
@@ -24,7 +26,7 @@ answer. A single program (no counterfactual) gets P(answer) and its top-1 only; 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,9 +53,11 @@ from debug.causal.result import METRICS_DEFINITION, Effects, array_json, effects
 
 __all__ = [
     "KNOCKOUT_DEFINITIONS",
+    "CutOutcome",
     "KnockoutResult",
     "attention_knockout",
     "knockout_by_layer",
+    "knockout_programs",
     "line_positions",
     "plot_knockout",
     "resolve_positions",
@@ -72,6 +76,8 @@ KNOCKOUT_DEFINITIONS: dict[str, str] = {
     ),
 }
 _MASKABLE = ("eager", "sdpa")
+#: Rows per forward of `knockout_programs` (programs x cuts); more rows run as further forwards.
+MAX_ROWS = 64
 
 
 @dataclass(repr=False)
@@ -248,17 +254,25 @@ def check_maskable(model: Any) -> None:
 def knocked_logits(
     model: Any, arch: Any, input_ids: Any, layer_sets: Sequence[Sequence[int]], blocked: Any
 ) -> Any:
-    """`[rows, vocab]` logits of one forward; row i cuts `blocked` (`[seq, seq]`) at `layer_sets[i]`."""
+    """`[rows, vocab]` logits of one forward; row i cuts `blocked` at `layer_sets[i]`.
+
+    `input_ids` is one program (`[seq]`, every row runs it) or one per row (`[rows, seq]`); `blocked` is one
+    `[seq, seq]` (query, key) mask for every row or one per row (`[rows, seq, seq]`).
+    """
 
     device = input_device(model)
-    rows, seq = len(layer_sets), int(input_ids.shape[0])
+    rows, seq = len(layer_sets), int(input_ids.shape[-1])
+    ids = input_ids.to(device)
+    ids = ids[None].expand(rows, -1) if ids.ndim == 1 else ids
+    cut = blocked.to(device)
+    cut = cut[None] if cut.ndim == 2 else cut
     causal = torch.ones(seq, seq, dtype=torch.bool, device=device).tril()
     dtype = next(model.parameters()).dtype
     handles = []
 
     def hook_for(layer: int) -> Any:
         knocked = torch.tensor([layer in s for s in layer_sets], device=device)
-        allowed = causal[None] & ~(knocked[:, None, None] & blocked.to(device)[None])  # [rows, q, k]
+        allowed = causal[None] & ~(knocked[:, None, None] & cut)  # [rows, q, k]
 
         def pre(module: Any, args: tuple, kwargs: dict) -> tuple:
             current = kwargs.get("attention_mask")
@@ -275,7 +289,7 @@ def knocked_logits(
     for layer in sorted({layer for s in layer_sets for layer in s}):
         module = get_path(model, attention_module_path(arch, layer))
         handles.append(module.register_forward_pre_hook(hook_for(layer), with_kwargs=True))
-    return hooked_logits(model, input_ids.to(device)[None].expand(rows, -1), handles)
+    return hooked_logits(model, ids, handles)
 
 
 def knockout_by_layer(
@@ -360,6 +374,93 @@ def knockout_by_layer(
             loaded, pair, arch.num_layers, metrics, (original, counterfactual), KNOCKOUT_DEFINITIONS, notes
         ),
     )
+
+
+@dataclass(frozen=True)
+class CutOutcome:
+    """What one attention cut did to one program's answer (`knockout_programs`).
+
+    Attributes:
+        answer_kept: The top-1 token at the answer position is still the answer's first token.
+        prob_original: P(answer's first token) with the cut.
+    """
+
+    answer_kept: bool
+    prob_original: float
+
+
+def _names_missing_target(spec: Any, targets: Mapping[str, int]) -> bool:
+    items = [spec] if isinstance(spec, (int, str)) else list(spec)
+    labels = [i.removeprefix("line:") for i in items if isinstance(i, str) and not i.lstrip("-").isdigit()]
+    return any(label not in targets for label in labels)
+
+
+def knockout_programs(
+    model: Any,
+    programs: Sequence[Any],
+    query_positions: Any,
+    cuts: Mapping[str, Any],
+    layers: Any = None,
+) -> dict[str, list[CutOutcome | None]]:
+    """Several cuts of many programs in few forwards: one row per (program, cut), equal lengths together.
+
+    Each cut stops `query_positions` attending to its key positions at all of `layers` at once, as
+    `attention_knockout` does for one program; the answer is each program's own (no counterfactual).
+
+    Args:
+        model: A model id or a `LoadedModel`.
+        programs: `Program`s or `(text, answer)` tuples.
+        query_positions: Query positions, as `knockout_by_layer` takes them ("final", ints, "line:<target>").
+        cuts: Name -> key positions, the same way (e.g. `{"root_line": "line:ref depth 1"}`).
+        layers: Decoder layers to knock at (default: all).
+
+    Returns:
+        Cut name -> one `CutOutcome` per program, in program order; None where the program has no target
+        the cut names (a 1-hop program has no "ref depth 2").
+
+    Raises:
+        CausalTracingError: As `knockout_by_layer`, for any program, before any forward.
+    """
+    loaded = resolve_model(model)
+    arch = resolve_architecture(loaded.model)
+    check_eval(loaded.model)
+    check_maskable(loaded.model)
+    knocked = [check_layers(layers, arch.num_layers)]
+    rows: dict[int, list[tuple[str, int, torch.Tensor, torch.Tensor, int]]] = {}
+    for index, program in enumerate(programs):
+        pair = _pair(loaded.tokenizer, program)
+        seq_len = int(pair.original_ids.shape[0])
+        check_context(loaded, seq_len, "the original program")
+        queries = resolve_positions(query_positions, pair.tokens, pair.targets, "query_positions")
+        for name, spec in cuts.items():
+            if _names_missing_target(spec, pair.targets):
+                continue
+            keys = resolve_positions(spec, pair.tokens, pair.targets, f"cut {name!r}")
+            for q in queries:
+                if all(k in keys for k in range(q + 1)):
+                    raise CausalTracingError(
+                        f"cut {name!r}: query position {q} would attend to nothing; keep a key in 0..{q}"
+                    )
+            blocked = torch.zeros(seq_len, seq_len, dtype=torch.bool)
+            blocked[torch.tensor(queries)[:, None], torch.tensor(keys)[None]] = True
+            rows.setdefault(seq_len, []).append(
+                (name, index, pair.original_ids, blocked, pair.answer.original_id)
+            )
+    out: dict[str, list[CutOutcome | None]] = {name: [None] * len(programs) for name in cuts}
+    for group in rows.values():
+        for start in range(0, len(group), MAX_ROWS):
+            chunk = group[start : start + MAX_ROWS]
+            logits = knocked_logits(
+                loaded.model,
+                arch,
+                torch.stack([ids for _, _, ids, _, _ in chunk]),
+                knocked * len(chunk),
+                torch.stack([blocked for _, _, _, blocked, _ in chunk]),
+            )
+            probs, top = logits.softmax(-1), logits.argmax(-1)
+            for row, (name, index, _, _, answer) in enumerate(chunk):
+                out[name][index] = CutOutcome(bool(top[row] == answer), float(probs[row, answer]))
+    return out
 
 
 def _layers_label(layers: Sequence[int]) -> str:
