@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,7 +23,8 @@ from debug.causal.evaluate import (
 )
 from debug.causal.inputs import CausalTracingError
 from debug.models import load
-from debug.plugin import Task
+from debug.plugin import Case, Measurement, Task
+from debug.plugin.evaluate import Backend, evaluate_case
 
 
 class FakeMeasure:
@@ -55,22 +57,20 @@ def loaded(tiny_qwen3_dir: Path):
 
 @pytest.fixture
 def asked(monkeypatch) -> list[int]:
-    """Counts the programs each teacher-forced call answers; right on all but the first program's original."""
-    real = evaluate.teacher_forced
+    """Counts the programs each scoring call answers; right on all but the first program's original."""
+    real = evaluate.score_programs
     sizes: list[int] = []
     first: list[str] = []
 
-    def answers(model, tokenizer, programs):
+    def answers(loaded, programs, template, **kwargs):
         sizes.append(len(programs))
         first.extend([programs[0].text] if not first else [])
-        out = real(model, tokenizer, programs)
+        out = real(loaded, programs, template, **kwargs)
         # Right everywhere except the case's first original: one pair right both ways is missing.
-        return [
-            ([a[0] + 1] if p.text == first[0] and len(sizes) == 1 else a, a)
-            for p, (_, a) in zip(programs, out)
-        ]
+        wrong = {0} if len(sizes) == 1 else set()
+        return [dataclasses.replace(o, correct=i not in wrong) for i, o in enumerate(out)]
 
-    monkeypatch.setattr(evaluate, "teacher_forced", answers)
+    monkeypatch.setattr(evaluate, "score_programs", answers)
     return sizes
 
 
@@ -162,10 +162,10 @@ def test_max_pairs_below_one_is_refused_before_any_work() -> None:
 
 
 def test_a_case_longer_than_the_context_is_refused_before_any_forward(loaded, monkeypatch):
-    def no_forward(*_: Any) -> None:
+    def no_forward(*_: Any, **__: Any) -> None:
         raise AssertionError("a forward ran")
 
-    monkeypatch.setattr(evaluate, "teacher_forced", no_forward)
+    monkeypatch.setattr(evaluate, "score_programs", no_forward)
     with pytest.raises(CausalTracingError, match=r"804 tokens but .* takes at most 512"):
         measure_binding_case(loaded, FakeMeasure(), hops=2, seq_len=200, num_seqs=2, seed=0)
 
@@ -185,3 +185,33 @@ def test_the_remote_choice_reaches_the_sweep_and_ndif_without_a_key_is_refused_f
     with pytest.raises(CausalTracingError, match="NDIF API key"):
         measure_eval_case(case, None, None, family="range", num_seqs_given=False, remote="ndif")
     assert len(seen) == 2  # refused before the case measured anything
+
+
+def test_a_case_reads_its_behavioural_twins_answers_from_the_answer_cache(
+    loaded, tmp_path: Path, monkeypatch
+) -> None:
+    # The twin as `pytest evals` runs it first: the behavioural case on the same programs, cache on.
+    task = Task("binding", generator="make_variable_binding_program", prompt="{code}", knobs={"num_hops": 1})
+    case = Case(loaded.model_id, "tiny", task, 4, 6, 3, "binding")
+    options = SimpleNamespace(no_cache=False, cache_dir=str(tmp_path), batch_size=None, max_new_tokens=None)
+    backend = Backend(options)
+    twin = Measurement("twin", "tiny", "binding")
+    evaluate_case(twin, case, loaded, backend)
+    served: list[list[bool]] = []
+    real = evaluate.score_programs
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        served.append([s.cached for s in out])
+        return out
+
+    monkeypatch.setattr(evaluate, "score_programs", spy)
+    measure = FakeMeasure()
+    evaluate.measure_causal_case(
+        loaded, measure, family="binding", seq_len=4, num_seqs=6, seed=3, knobs={"num_hops": 1}, max_pairs=1,
+        cache=backend.cache,
+    )  # fmt: skip
+    assert served[0] == [True] * 6  # every original's answer is the twin's, read back
+    twin_correct = {r["program_hash"]: r["correct"] for r in twin.to_record()["samples"]}
+    usable = [r for r in measure.records if r["counterfactual"] is not None]
+    assert [r["correct"] for r in usable] == [twin_correct[r["program_hash"]] for r in usable]

@@ -69,15 +69,19 @@ def test_real_eval_ids_and_k_selection(pytester: pytest.Pytester) -> None:
             "1/* tests collected*",
         ]
     )
-    # "binding" names two families: behavioural variable binding and the causal binding evals (4 hop counts).
+    # "binding" names two families: behavioural variable binding and the causal binding evals (4 hop counts),
+    # which run after it so they read its answers from the answer cache.
     both = pytester.runpytest(*args, "-k", "binding and 16")
     both.stdout.fnmatch_lines(
         [
-            "*test_causal_binding[[]embedded:binder-hops1-16[]]",
             "*test_variable_binding[[]embedded:binder-VARIABLE_BINDING-16[]]",
+            "*test_causal_binding[[]embedded:binder-hops1-16[]]",
             "5/* tests collected*",
         ]
     )
+    every = [line for line in everything.stdout.lines if "::" in line]
+    causal = [i for i, line in enumerate(every) if "test_causal_" in line]
+    assert causal and causal == list(range(len(every) - len(causal), len(every)))  # the causal cases last
     ranged = pytester.runpytest(
         *args, "-k", "range_tracking", "--model", "m1", "--model", "m2", "--seq-lens", "3"
     )
@@ -107,7 +111,7 @@ def test_a_shipped_causal_module_measures_with_the_runs_num_seqs_and_remote(
         and case["info"]["program_family"] == "range"
         and case["metrics"]["swept_pairs"]["n"] == 2
     )
-    # --num-seqs given: every measured pair is patched; the pictures came from the test's tmp_path.
+    # --num-seqs given: every measured pair is patched; the pictures are attached (SVG).
     assert case["metrics"]["swept_pairs"]["k"] >= 1 and {i["name"] for i in case["images"]} >= {
         "layer x token"
     }

@@ -73,7 +73,7 @@ import numpy as np
 
 from debug.causal.architectures import resolve_architecture
 from debug.causal.engine import REMOTE_CHOICES, check_remote, sweep, sweep_pairs
-from debug.causal.inputs import prepare_inputs, token_label
+from debug.causal.inputs import prepare_inputs
 from debug.causal.knockout import knockout_programs
 from debug.causal.lens import logit_lens
 from debug.causal.pairs import check_program_fits
@@ -82,7 +82,7 @@ from debug.causal.result import SweepResult, aggregate_by_target
 from debug.counterfactual import create_counterfactual, create_counterfactual_program, mark_change
 from debug.generators import GENERATORS
 from debug.programs import Program, generate_programs, program_seed
-from debug.scoring import teacher_forced
+from debug.scoring import score_programs
 from debug.stats import spearman
 
 __all__ = [
@@ -107,6 +107,8 @@ CAUSAL_FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 SITE = "residual_stream"
+#: The prompt of every answer a causal case reads: the program itself, as patching runs it (query form).
+RAW_PROMPT = "{code}"
 NO_COUNTERFACTUAL = "no counterfactual of equal token length"
 NO_CHANGE = "no counterfactual changes the answer"
 WRONG_WAY = "answered wrong on the original or the counterfactual (effects use the pairs right both ways)"
@@ -127,17 +129,19 @@ class BindingPair:
         original: The program (range and boolean: marked with its change, `debug.counterfactual.mark_change`).
         counterfactual: Its counterfactual, or None when there is none (`why_none` says why).
         why_none: Why there is no counterfactual ("" when there is one).
-        original_top1: The model's greedy first answer token on the original (readable label).
-        original_correct: Whether greedy decoding gives the original's answer.
-        counterfactual_correct: The same on the counterfactual (None without one).
+        original_output: The model's greedy answer text on the original.
+        original_correct: Whether that answer parses to the original's answer.
+        counterfactual_output: The same on the counterfactual ("" when it was not answered).
+        counterfactual_correct: Whether that answer is right (None when it was not answered).
     """
 
     index: int
     original: Program
     counterfactual: Program | None
     why_none: str = ""
-    original_top1: str = ""
+    original_output: str = ""
     original_correct: bool = False
+    counterfactual_output: str = ""
     counterfactual_correct: bool | None = None
 
     @property
@@ -165,6 +169,7 @@ def causal_pairs(
     seed: int,
     *,
     check_counterfactuals: int | None = None,
+    cache: Any = None,
     **knobs: Any,
 ) -> list[BindingPair]:
     """The case's programs with their counterfactuals, checked against the context, then answered.
@@ -173,7 +178,9 @@ def causal_pairs(
     range and boolean families the original carries the change (`debug.counterfactual.mark_change`), so
     its "changed constant" token is a target. Every original is answered; the counterfactuals of the first
     `check_counterfactuals` candidates (`candidates` order) are answered, the others keep
-    `counterfactual_correct=None`.
+    `counterfactual_correct=None`. Answers are judged as the behavioural eval judges them
+    (`debug.scoring.score_programs` with the raw program as the prompt: greedy decoding, the family's
+    parser), so a case's `accuracy` is its twin's on the same programs.
 
     Args:
         loaded: The model (`debug.models.LoadedModel`).
@@ -182,6 +189,7 @@ def causal_pairs(
         num_seqs: Programs in the case.
         seed: The case's base seed.
         check_counterfactuals: How many counterfactuals to answer (default all).
+        cache: An answer cache (`debug.cache.AnswerCache`) to read and extend, or None.
         **knobs: More generator knobs (e.g. `num_hops` for binding).
 
     Raises:
@@ -206,16 +214,18 @@ def causal_pairs(
             pairs.append(BindingPair(index, original, cf))
         except ValueError as exc:
             pairs.append(BindingPair(index, program, None, why_none=str(exc)))
-    for pair, (predicted, answer) in zip(
-        pairs, teacher_forced(loaded.model, tokenizer, [p.original for p in pairs])
-    ):
-        pair.original_correct = predicted == answer
-        pair.original_top1 = token_label(tokenizer, predicted[0]) if predicted else ""
+    # Answered as the behavioural twin answers them (`score_programs`, prompt `{code}`): the same greedy
+    # decode, parser and answer cache, so a case whose twin ran first reads its answers back.
+    answered = score_programs(loaded, [p.original for p in pairs], RAW_PROMPT, cache=cache)
+    for pair, sample in zip(pairs, answered):
+        pair.original_correct = sample.correct
+        pair.original_output = sample.raw_output
     checked = candidates(pairs)[:check_counterfactuals]
     if checked:
-        answered = teacher_forced(loaded.model, tokenizer, [p.counterfactual for p in checked])
-        for pair, (predicted, answer) in zip(checked, answered):
-            pair.counterfactual_correct = predicted == answer
+        answered = score_programs(loaded, [p.counterfactual for p in checked], RAW_PROMPT, cache=cache)
+        for pair, sample in zip(checked, answered):
+            pair.counterfactual_correct = sample.correct
+            pair.counterfactual_output = sample.raw_output
     return pairs
 
 
@@ -246,7 +256,9 @@ def _sample(pair: BindingPair, result: SweepResult | None, skipped: str) -> dict
         "counterfactual_answer": cf.answer if cf is not None else None,
         "correct": pair.original_correct,
         "counterfactual_correct": pair.counterfactual_correct,
-        "original_top1": result.original.top1 if result is not None else pair.original_top1,
+        "output": pair.original_output,
+        "counterfactual_output": None if pair.counterfactual_correct is None else pair.counterfactual_output,
+        "original_top1": result.original.top1 if result is not None else None,
         "counterfactual_top1": result.counterfactual.top1 if result is not None else None,
         "swept": result is not None,
         "skipped": skipped or None,
@@ -412,6 +424,7 @@ def measure_causal_case(
     sweep_unsolved: bool = False,
     max_pairs: int | None = SWEPT_PAIRS,
     remote: bool | str = False,
+    cache: Any = None,
 ) -> list[SweepResult]:
     """Measure one causal case of a program family into `measure` (see the module docstring).
 
@@ -428,6 +441,7 @@ def measure_causal_case(
         max_pairs: Pairs patched at most; the counterfactuals of twice as many candidates are answered
             (None: every pair, every counterfactual).
         remote: Where the exact patching traces run (`debug.causal.engine.sweep_pairs`'s `remote`).
+        cache: The answer cache the programs' answers are read from and added to (`causal_pairs`), or None.
 
     Returns:
         The exact sweeps (at the targets), in program order (empty when no program had a counterfactual).
@@ -444,7 +458,9 @@ def measure_causal_case(
     check = None if max_pairs is None else 2 * max_pairs
     clock = _Clock()
     with clock("answers"):
-        pairs = causal_pairs(loaded, family, seq_len, num_seqs, seed, check_counterfactuals=check, **knobs)
+        pairs = causal_pairs(
+            loaded, family, seq_len, num_seqs, seed, check_counterfactuals=check, cache=cache, **knobs
+        )
     usable = [p for p in pairs if p.counterfactual is not None]
     checked = [p for p in candidates(pairs) if p.counterfactual_correct is not None]
     robust = [p for p in checked if p.robust]
@@ -534,6 +550,7 @@ def measure_eval_case(
     family: str,
     num_seqs_given: bool,
     remote: str = "off",
+    cache: Any = None,
 ) -> list[SweepResult]:
     """The causal eval case of an eval module: `measure_causal_case` on the case's programs.
 
@@ -546,6 +563,8 @@ def measure_eval_case(
             `SWEPT_PAIRS`.
         remote: The `--remote` choice (`debug.causal.engine.REMOTE_CHOICES`): where the exact patching
             traces run; the logit lens, knockout and the attribution map stay in this process.
+        cache: The run's answer cache (None under --no-cache): the answers of a behavioural twin that ran
+            first are read back from it.
 
     Raises:
         CausalTracingError: A remote choice that cannot run (no API key, no hub model), before any work.
@@ -563,6 +582,7 @@ def measure_eval_case(
         knobs=knobs,
         max_pairs=None if num_seqs_given else SWEPT_PAIRS,
         remote=where,
+        cache=cache,
     )
 
 

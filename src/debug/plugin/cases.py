@@ -158,6 +158,11 @@ def model_labels(model_ids: Sequence[str]) -> dict[str, str]:
     return labels
 
 
+#: The families of causal eval modules start with this (`FAMILY = "causal_range"`); they run after the rest
+#: of a session (`debug.plugin.hooks.pytest_collection_modifyitems`) to read their twins' cached answers.
+CAUSAL_FAMILY_PREFIX = "causal_"
+
+
 def family_of(module: Any) -> str:
     """The eval family of a test module: its `FAMILY` attribute, else its name without `test_`."""
     explicit = getattr(module, "FAMILY", None)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from debug.plugin.cases import Task, build_params, family_of, model_labels
+from debug.plugin.cases import CAUSAL_FAMILY_PREFIX, Task, build_params, family_of, model_labels
 from debug.plugin.compare import BaselineError, load_baseline
 from debug.plugin.fixtures import debug_backend, debug_model, measure, record_for_report
 from debug.plugin.options import addoption, get_options, store_options
@@ -90,6 +90,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         prompt_form=options.prompt_form,
     )
     metafunc.parametrize("debug_case", params)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run causal eval cases after every other test, the order otherwise kept.
+
+    A causal case answers the same programs as its behavioural twin (`debug.causal.evaluate`) through the
+    same scorer and answer cache, so when the twin runs first the causal case reads those answers back
+    instead of decoding them again. Alphabetical order would run `test_causal_*` modules first.
+    """
+    items.sort(key=is_causal_item)
+
+
+def is_causal_item(item: pytest.Item) -> bool:
+    """Whether a test is a causal eval case (its family starts with `CAUSAL_FAMILY_PREFIX`)."""
+    case = getattr(getattr(item, "callspec", None), "params", {}).get("debug_case")
+    return case is not None and str(case.family).startswith(CAUSAL_FAMILY_PREFIX)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -165,8 +165,9 @@ class Measurement:
     def trace(self, case: Case, loaded: Any, *, family: str) -> list[Any]:
         """Run the causal measurement of a causal eval case (`debug.causal.evaluate.measure_eval_case`).
 
-        The run's `--num-seqs` (given: every pair is patched) and `--remote` apply; the pictures are
-        attached to the case as SVG. Skips the test when no pair could be patched (the samples say why).
+        The run's `--num-seqs` (given: every pair is patched), `--remote` and answer cache apply (the
+        behavioural twin's answers, when it ran first, are read back); the pictures are attached as SVG.
+        Skips the test when no pair could be patched (the samples say why).
 
         Args:
             case: The eval case (`debug_case`).
@@ -192,6 +193,7 @@ class Measurement:
             family=family,
             num_seqs_given=config.getoption("--num-seqs") is not None,
             remote=config.getoption("--remote"),
+            cache=self._request.getfixturevalue("debug_backend").cache,
         )
         if not results:
             pytest.skip("no program pair of equal token length to patch (the samples say why)")
