@@ -17,6 +17,7 @@ from debug.causal.engine import sweep, sweep_pairs
 from debug.causal.forward import RemoteModel, hidden_arg, resolve_model, with_hidden_arg
 from debug.causal.inputs import CausalTracingError
 from debug.causal.pairs import binding_pair
+from debug.causal.plan import plan_pair
 from debug.causal.result import SweepResult, UnsolvedPairWarning
 from debug.causal.runner import run_causal_tracing_experiment
 from debug.models import LoadedModel, WeightsRequiredError
@@ -382,7 +383,9 @@ def test_sweep_pairs_matches_the_hook_reference_and_mixes_pairs_in_a_chunk(loade
         assert result.counterfactual.logit_diff == pytest.approx(ld_cf, abs=2e-5)
 
 
-def test_sweep_pairs_blocks_are_bounded_by_the_batch_size(loaded: LoadedModel, monkeypatch) -> None:
+def test_sweep_pairs_forwards_and_blocks_are_bounded_by_batch_size_and_memory(
+    loaded: LoadedModel, monkeypatch
+) -> None:
     seen: list[int] = []
     real = engine._patched_logits
 
@@ -394,9 +397,17 @@ def test_sweep_pairs_blocks_are_bounded_by_the_batch_size(loaded: LoadedModel, m
     monkeypatch.setattr(engine, "_patched_logits", spy)
     many = [PAIRS[0], PAIRS[2]] * 6  # 12 pairs of one length, 2 layers x 2 positions = 4 cells each
     results = sweep_pairs(loaded, many, layers=[0, 1], positions=[2, 6], batch_size=10, reuse_prefix=False)
-    assert len(results) == 12 and max(seen) <= 3  # whole pairs until 10 rows: 3 pairs a block
+    assert len(results) == 12 and set(seen) == {12}  # one block: 12 small caches fit the budget
+    # A budget of what three pairs keep: blocks of three pairs, whatever the rows per forward.
+    arch = resolve_architecture(loaded.model)
+    plan = plan_pair(loaded, arch, *PAIRS[0], "residual_stream", [0, 1], [2, 6], None)
+    monkeypatch.setattr(engine, "memory_budget", lambda device: 3 * engine._pair_bytes(plan))
+    seen.clear()
+    bounded = sweep_pairs(loaded, many, layers=[0, 1], positions=[2, 6], batch_size=10, reuse_prefix=False)
+    assert set(seen) == {3}
     first = sweep(loaded, *PAIRS[0], layers=[0, 1], positions=[2, 6], reuse_prefix=False)
     _assert_same(results[6], first)
+    _assert_same(bounded[6], first)
 
 
 @pytest.mark.parametrize(("reuse_prefix", "skip_layers"), STRATEGIES, ids=STRATEGY_IDS)

@@ -98,8 +98,19 @@ def auto_batch_size(model: torch.nn.Module, arch: Architecture, seq_len: int) ->
     inter = int(getattr(model.config, "intermediate_size", None) or 4 * arch.hidden_size)
     # Activations alive at once per row: a few residual-width tensors, the MLP's wide ones, attention scores.
     per_row = seq_len * (8 * arch.hidden_size + 3 * inter + arch.num_heads * seq_len) * elem
-    budget = torch.cuda.mem_get_info(device)[0] // 4 if device.type == "cuda" else 32 << 20
-    return int(max(1, min(1024, budget // max(per_row, 1))))
+    return int(max(1, min(1024, memory_budget(device) // max(per_row, 1))))
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes one patched forward's activations may take: a quarter of free GPU memory, 32 MiB on a CPU."""
+    return torch.cuda.mem_get_info(device)[0] // 4 if device.type == "cuda" else 32 << 20
+
+
+def _pair_bytes(plan: SweepPlan) -> int:
+    """What one pair keeps in its block while the block runs, at most: the counterfactual's activation at
+    each patched layer, and the original's residual and key/value cache at every layer, whole sequence."""
+    elem = next(plan.loaded.model.parameters()).element_size()
+    return (len(plan.layers) + 3 * plan.arch.num_layers) * plan.seq_len * plan.arch.hidden_size * elem
 
 
 def _read(envoy: Any, site: str) -> torch.Tensor:
@@ -318,11 +329,14 @@ class _Block:
 
 
 def _blocks(plans: list[SweepPlan], batch_size: int | None, max_rows: int | None = None) -> list[_Block]:
-    """Group pairs by token length, then cut each group into blocks of about one chunk's worth of cells.
+    """Group pairs by token length, then cut each group into blocks whose caches fit the memory budget.
 
-    A block holds whole pairs: consecutive pairs of the group until their cells fill `batch_size` rows, so
-    a chunk mixes pairs when each has fewer cells than a chunk, and no block (its cache, its rows) grows with
-    the number of pairs. `max_rows` caps the rows of every forward (remote requests).
+    A block holds whole pairs: consecutive pairs of the group until what they keep while the block runs
+    (`_pair_bytes`: their cached activations) reaches `memory_budget`, the budget of one forward's
+    activations. So no block grows with the number of pairs, and a block's chunks (at most `batch_size`
+    rows each) are planned over all its pairs' cells at once: fewer cache forwards, and tiles that mix
+    pairs, than blocks of one chunk's worth of cells (which a pair of many cells alone fills). `max_rows`
+    caps the rows of every forward (remote requests).
     """
     by_length: dict[int, list[int]] = {}
     for i, plan in enumerate(plans):
@@ -332,14 +346,15 @@ def _blocks(plans: list[SweepPlan], batch_size: int | None, max_rows: int | None
         first = plans[members[0]]
         size = batch_size or auto_batch_size(first.loaded.model, first.arch, seq_len)
         size = min(size, max_rows or size)
+        budget = memory_budget(input_device(first.loaded.model))
         current: list[int] = []
-        cells = 0
+        held = 0
         for i in members:
             current.append(i)
-            cells += int(np.prod([len(a) for a in plans[i].axes]))
-            if cells >= size:
+            held += _pair_bytes(plans[i])
+            if held >= budget:
                 blocks.append(_block(plans, current, size))
-                current, cells = [], 0
+                current, held = [], 0
         if current:
             blocks.append(_block(plans, current, size))
     return blocks
