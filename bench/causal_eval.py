@@ -3,7 +3,7 @@
     python bench/causal_eval.py                        # embedded:binder, N = 50 (make evals), all families
     python bench/causal_eval.py --families binding --num-seqs 20 --repeats 3
 
-For each family (binding: 16 lines, 2 hops; range: 5 iterations; boolean: 4 assignments, the shapes of
+For each family (binding: 16 lines, 2 hops; range: 4 iterations; boolean: 4 assignments, the shapes of
 `evals/test_causal_*.py`), every repeat times, in turn, on the same N programs (seeded like the eval cases),
 as `pytest evals` runs them (the causal cases after the behavioural ones, one answer cache):
 
@@ -49,7 +49,7 @@ PHASES = ("answers", "exact sweep", "lens and knockout", "attribution map and pi
 #: Family -> (seq_len, knobs) of its causal eval module's task.
 SHAPES: dict[str, tuple[int, dict[str, Any]]] = {
     "binding": (16, {"num_hops": 2}),
-    "range": (5, {}),
+    "range": (4, {}),
     "boolean": (4, {}),
 }
 

@@ -482,8 +482,8 @@ def teacher_forced_correct(model: Any, tokenizer: Any, programs: Sequence[Progra
     The prompt is the program text itself. Greedy decoding reproduces the answer exactly when the argmax at
     every answer position is the answer token, so this is a greedy decode's correctness on the answer (what
     follows it is not judged), at the cost of one forward per `TEACHER_FORCED_ROWS` programs and no decoding
-    loop (see `teacher_forced`). Used where only right/wrong matters: training evaluation, robust-seed search
-    and the causal evals.
+    loop (see `teacher_forced`). Used where only right/wrong matters: training evaluation and robust-seed
+    search.
     """
     return [pred == answer for pred, answer in teacher_forced(model, tokenizer, programs)]
 

@@ -12,8 +12,9 @@ patching cell (layer, position) is one more row, and a full layer x position map
 program is about 1,100 rows: measured side by side (`bench/causal_eval.py`), exact full maps made the causal
 cases 60x their twins. So a case spends its patching where the answer can move:
 
-- every program's original is answered (teacher-forced greedy check, one row each: the twin's work), which
-  gives `accuracy` (k of n programs with a counterfactual) on the same programs as the twin;
+- every program's original is answered as the twin answers it (`debug.scoring.score_programs`, the program
+  as the prompt, the run's answer cache: the twin's work, read back when the twin ran first), which gives
+  `accuracy` (k of n programs with a counterfactual), the twin's on the same programs;
 - the counterfactuals of the first `2 * max_pairs` candidates (program order; originals answered right
   first) are answered, which gives `robust_pairs` (k of those checked answered right both ways);
 - the first `max_pairs` robust ones (`SWEPT_PAIRS`, 4, in `make evals`; every pair when the user passes
