@@ -20,11 +20,12 @@ work: the layer x token work the default sweep ran (counted by hooks on every ML
 over the one-pass sweep's; ideal: what a patch at (l, p) needs at the least, layers >= l at positions >= p.
 
 A first table shows peak memory against the number of cells: `sweep_pairs` over 1 pair x 1 layer,
-1 pair x every layer and 8 pairs x every layer of the embedded model, at one fixed `--memory-batch-size`
+1 pair x every layer, 8 and 64 pairs x every layer of the embedded model, at one fixed `--memory-batch-size`
 (default 64) on `--memory-seq-len`-line programs (default 4), each in a fresh process: the peak resident
 set (`resource.getrusage`) over the model-loaded baseline on the CPU, the peak of
 `torch.cuda.max_memory_allocated` on a GPU. With a fixed batch size the peak should stay flat while the
-cells grow (`--skip-memory` leaves the table out, `--memory-only` prints only it).
+cells grow, but for the pairs' caches a block holds (at most a quarter of the memory budget)
+(`--skip-memory` leaves the table out, `--memory-only` prints only it).
 
 Goals: default / one-pass <= 0.35 on a CPU and <= 0.5 on a GPU at the Qwen3-0.6B shape; per-cell / default
 >= 100 on a GPU there. On a CPU the Qwen3-0.6B shape is too slow to sweep whole, so there the cells are every
@@ -280,7 +281,7 @@ def bench_one(loaded: LoadedModel, args: argparse.Namespace, *, big: bool) -> di
     }
 
 
-MEMORY_SIZES = ((1, 1), (1, None), (8, None))  # (pairs, layers): None = every layer
+MEMORY_SIZES = ((1, 1), (1, None), (8, None), (64, None))  # (pairs, layers): None = every layer
 
 
 def _peak_memory(device: str, pairs: int, n_layers: int | None, batch_size: int, seq_len: int) -> dict:

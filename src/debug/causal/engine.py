@@ -332,11 +332,11 @@ def _blocks(plans: list[SweepPlan], batch_size: int | None, max_rows: int | None
     """Group pairs by token length, then cut each group into blocks whose caches fit the memory budget.
 
     A block holds whole pairs: consecutive pairs of the group until what they keep while the block runs
-    (`_pair_bytes`: their cached activations) reaches `memory_budget`, the budget of one forward's
-    activations. So no block grows with the number of pairs, and a block's chunks (at most `batch_size`
-    rows each) are planned over all its pairs' cells at once: fewer cache forwards, and tiles that mix
-    pairs, than blocks of one chunk's worth of cells (which a pair of many cells alone fills). `max_rows`
-    caps the rows of every forward (remote requests).
+    (`_pair_bytes`: their cached activations) reaches a quarter of `memory_budget`, the budget of one
+    forward's activations. So no block grows with the number of pairs, and a block's chunks (at most
+    `batch_size` rows each) are planned over all its pairs' cells at once: fewer cache forwards, and tiles
+    that mix pairs, than blocks of one chunk's worth of cells (which a pair of many cells alone fills).
+    `max_rows` caps the rows of every forward (remote requests).
     """
     by_length: dict[int, list[int]] = {}
     for i, plan in enumerate(plans):
@@ -346,7 +346,7 @@ def _blocks(plans: list[SweepPlan], batch_size: int | None, max_rows: int | None
         first = plans[members[0]]
         size = batch_size or auto_batch_size(first.loaded.model, first.arch, seq_len)
         size = min(size, max_rows or size)
-        budget = memory_budget(input_device(first.loaded.model))
+        budget = memory_budget(input_device(first.loaded.model)) // 4
         current: list[int] = []
         held = 0
         for i in members:
@@ -734,6 +734,7 @@ def sweep_pairs(
         seconds = (time.perf_counter() - started) / len(block.members)
         for k, i in enumerate(block.members):
             results[i] = _result(plans[i], answers[k], runs[k], effects[k], forwards, seconds)
+        block.original_kv = None  # a finished block keeps no cache: the peak does not grow with the pairs
     if bar is not None:
         bar.close()
     done = [r for r in results if r is not None]
