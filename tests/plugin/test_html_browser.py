@@ -6,6 +6,7 @@ browser fails instead of skipping.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from debug._util.heatmap import heatmap_svg
 from debug.plugin.html import render_html
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -74,7 +76,6 @@ def _open_page(path: Path) -> Iterator[tuple[Any, list[str], list[str]]]:
 
 
 def _png_base64() -> str:
-    import base64
     import io
 
     import matplotlib
@@ -94,8 +95,12 @@ def test_report_in_a_real_browser(tmp_path: Path) -> None:
     _need_browser()
     results, samples = sample_results()
     heatmap = {"name": "heatmap", "caption": PAYLOAD, "mime": "image/png", "data": _png_base64()}
+    # What causal cases attach: an SVG drawn from the numbers, its labels untrusted text.
+    svg = heatmap_svg([[0.0, 1.0], [float("nan"), -0.5]], [PAYLOAD, "b"], ["x", "y"], title=PAYLOAD)
+    drawn = {"name": "target x layer", "caption": "svg", "mime": "image/svg+xml"}
+    drawn["data"] = base64.b64encode(svg).decode()
     page_path = tmp_path / "report.html"
-    html = render_html(results, samples, {results["cases"][0]["id"]: [heatmap]})
+    html = render_html(results, samples, {results["cases"][0]["id"]: [heatmap, drawn]})
     page_path.write_text(html, encoding="utf-8")
     with _open_page(page_path) as (page, console_errors, dialogs):
         # Tables and plots are there, and the plots decoded as images.
@@ -133,7 +138,9 @@ def test_report_in_a_real_browser(tmp_path: Path) -> None:
         assert drill.is_visible()
         assert drill.locator("table.samples tbody tr").count() == 3
         assert drill.locator("table.metrics tbody tr").count() == 2
-        assert drill.locator("figure.case-image img").evaluate("i => i.complete && i.naturalWidth > 10")
+        images = drill.locator("figure.case-image img")
+        assert images.count() == 2
+        assert images.evaluate_all("all => all.every(i => i.complete && i.naturalWidth > 10)")
         assert "<script>window.__pwned = 1</script>" in drill.locator("table.samples").inner_text()
 
         # The payload stayed inert everywhere: no global, no dialog, no extra script or img element.
