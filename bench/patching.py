@@ -8,7 +8,8 @@ For each model the same program pair and the same residual-stream cells are time
 * per-cell: one nnsight trace per (layer, position), batch 1 — the usual loop (the seed's, TransformerLens');
 * one-pass: `sweep(..., reuse_prefix=False, skip_layers=False)` — one cached counterfactual run, then batched
   traces with rows = cells, every row through every layer at every position (the brute-force batched sweep);
-* default: `sweep(...)` as it runs with no options on this device — rows patched at layer l start from the
+* default: `sweep(...)` as it runs with no options on this device — cells before the first token where the
+  programs differ are not run (the patch is a no-op there), rows patched at layer l start from the
   unpatched run's residual at l (layers below never run), and on a CPU also from the first patched position
   over the unpatched key/value cache, in (layer band x position band) tiles;
 * the other skipping variant: on a CPU `reuse_prefix=False` (layers skipped, every position run), elsewhere
@@ -17,7 +18,8 @@ For each model the same program pair and the same residual-stream cells are time
   `logits_to_keep=1`.
 
 work: the layer x token work the default sweep ran (counted by hooks on every MLP, the cache runs included)
-over the one-pass sweep's; ideal: what a patch at (l, p) needs at the least, layers >= l at positions >= p.
+over the one-pass sweep's; ideal: what a patch at (l, p) needs at the least, layers >= l at positions >= p,
+and nothing before the first token where the two programs differ.
 
 A first table shows peak memory against the number of cells: `sweep_pairs` over 1 pair x 1 layer,
 1 pair x every layer, 8 and 64 pairs x every layer of the embedded model, at one fixed `--memory-batch-size`
@@ -256,9 +258,12 @@ def bench_one(loaded: LoadedModel, args: argparse.Namespace, *, big: bool) -> di
     reference = results["one-pass"].logit_diff
     skip_diff = max(float(np.abs(results[name].logit_diff - reference).max()) for name in names[1:])
     t_per_cell, sample_size, per_cell_diff = _per_cell(loaded, setup, args, reference)
-    # The least work: cell (l, p) must recompute layers >= l at positions >= p.
+    # The least work: cell (l, p) must recompute layers >= l at positions >= p, and nothing before the
+    # first token where the programs differ (there the patch puts in what is already there).
     layers_all = setup["arch"].num_layers
-    needed = np.mean([(layers_all - layer) * (n_tokens - pos) for layer, pos in cells])
+    pair = setup["pair"]
+    first = int(torch.nonzero(pair.original_ids != pair.counterfactual_ids)[0, 0])
+    needed = np.mean([(layers_all - layer) * (n_tokens - pos) * (pos >= first) for layer, pos in cells])
     other = names[2]
     device = setup["device"]
     return {
@@ -390,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         "\ndefault/one-pass: goal <= 0.35 on a CPU, <= 0.5 on a GPU at the Qwen3-0.6B shape; per-cell/"
         "default: goal >= 100x on a GPU there (ratios: median of the interleaved repeats' ratios)."
         "\nwork: layer x token work of the default sweep over the one-pass sweep's, counted by MLP hooks, the"
-        " cache runs included; in brackets the least a patch at (l, p) needs (layers >= l, positions >= p)."
+        " cache runs included; in brackets the least a patch at (l, p) needs (layers >= l, positions >= p;"
+        " none before the first differing token)."
         "\nmax |LD diff|: the skipping sweeps and the per-cell loop against the one-pass sweep."
     )
     if args.device == "cpu":

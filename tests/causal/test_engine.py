@@ -15,7 +15,7 @@ import debug.causal.engine as engine
 from debug.causal.architectures import UnsupportedArchitectureError, get_path, resolve_architecture
 from debug.causal.engine import sweep, sweep_pairs
 from debug.causal.forward import RemoteModel, hidden_arg, resolve_model, with_hidden_arg
-from debug.causal.inputs import CausalTracingError
+from debug.causal.inputs import CausalTracingError, prepare_inputs
 from debug.causal.pairs import binding_pair
 from debug.causal.plan import plan_pair
 from debug.causal.result import SweepResult, UnsolvedPairWarning
@@ -119,8 +119,14 @@ def test_every_site_equals_the_hook_reference(
     np.testing.assert_allclose(result.counterfactual.logit_diff, ld_cf, atol=2e-5)
     np.testing.assert_allclose(result.normalized, (ld - ld_orig) / (ld_cf - ld_orig), atol=1e-4)
     assert (result.iia == iia).all()
-    # Tiles may cut more chunks than the batch size alone; never fewer.
-    least = 1 + -(-result.logit_diff.size // 7) + reuse_prefix
+    # Skipping leaves out the cells before the first differing token (their patch is a no-op; the values
+    # above include them), and tiles may cut more chunks than the batch size alone; never fewer.
+    pair = prepare_inputs(loaded.tokenizer, ORIGINAL, COUNTERFACTUAL)
+    first = int(torch.nonzero(pair.original_ids != pair.counterfactual_ids)[0, 0])
+    assert first > 0
+    per_position = result.logit_diff.size // len(result.positions)
+    run = per_position * (len(result.positions) - (first if skip_layers else 0))
+    least = 1 + -(-run // 7) + reuse_prefix
     assert result.forwards == least if not (reuse_prefix or skip_layers) else result.forwards >= least
 
 
@@ -381,6 +387,18 @@ def test_sweep_pairs_matches_the_hook_reference_and_mixes_pairs_in_a_chunk(loade
         assert (result.iia == iia[:, where]).all()
         assert result.original.logit_diff == pytest.approx(ld_orig, abs=2e-5)
         assert result.counterfactual.logit_diff == pytest.approx(ld_cf, abs=2e-5)
+
+
+def test_cells_before_the_first_differing_token_run_no_forward(loaded: LoadedModel) -> None:
+    # "a=1..." against "a=4...": positions 0 and 1 read the same tokens in both programs.
+    result = sweep(loaded, ORIGINAL, COUNTERFACTUAL, positions=[0, 1], reuse_prefix=False)
+    assert result.forwards == 1  # the cache run only
+    assert np.allclose(result.logit_diff, result.original.logit_diff)
+    assert np.allclose(result.normalized, 0.0)
+    assert np.allclose(result.prob_cf, result.original.prob_counterfactual)
+    brute = sweep(loaded, ORIGINAL, COUNTERFACTUAL, positions=[0, 1], reuse_prefix=False, skip_layers=False)
+    assert brute.forwards == 2
+    _assert_same(result, brute)
 
 
 def test_sweep_pairs_forwards_and_blocks_are_bounded_by_batch_size_and_memory(

@@ -20,7 +20,9 @@ A patch at (layer l, position p) cannot change layers below l or positions befor
 sit at layers >= l starts there (`skip_layers`: decoder layers below l are skipped with nnsight's
 `.skip`, layer l fed the unpatched run's residual) and, with `reuse_prefix`, runs only its tokens from p on
 over the unpatched key/value cache. Rows are sorted into (layer band x position band) tiles so each chunk
-starts late in both.
+starts late in both. Cells before the first token where the two programs differ are not run at all (with
+`skip_layers`): a causal model's activations there are the same in both runs, so the patch changes nothing
+and the cell gets the unpatched original's values.
 
 `sweep` is `sweep_pairs` over one pair. It runs as named steps: `plan_pair` (`debug.causal.plan`: check and
 encode each pair, no forward), `_blocks` (group pairs by token length into blocks of about `batch_size`
@@ -328,7 +330,9 @@ class _Block:
         return sorted({int(self.rows[at, 2].min()) for at in self.chunks} - {0})
 
 
-def _blocks(plans: list[SweepPlan], batch_size: int | None, max_rows: int | None = None) -> list[_Block]:
+def _blocks(
+    plans: list[SweepPlan], batch_size: int | None, max_rows: int | None = None, skip_unchanged: bool = False
+) -> list[_Block]:
     """Group pairs by token length, then cut each group into blocks whose caches fit the memory budget.
 
     A block holds whole pairs: consecutive pairs of the group until what they keep while the block runs
@@ -336,7 +340,8 @@ def _blocks(plans: list[SweepPlan], batch_size: int | None, max_rows: int | None
     forward's activations. So no block grows with the number of pairs, and a block's chunks (at most
     `batch_size` rows each) are planned over all its pairs' cells at once: fewer cache forwards, and tiles
     that mix pairs, than blocks of one chunk's worth of cells (which a pair of many cells alone fills).
-    `max_rows` caps the rows of every forward (remote requests).
+    `max_rows` caps the rows of every forward (remote requests). With `skip_unchanged` a block's rows leave
+    out the cells before the pair's first differing token (`_first_difference`).
     """
     by_length: dict[int, list[int]] = {}
     for i, plan in enumerate(plans):
@@ -353,21 +358,32 @@ def _blocks(plans: list[SweepPlan], batch_size: int | None, max_rows: int | None
             current.append(i)
             held += _pair_bytes(plans[i])
             if held >= budget:
-                blocks.append(_block(plans, current, size))
+                blocks.append(_block(plans, current, size, skip_unchanged))
                 current, held = [], 0
         if current:
-            blocks.append(_block(plans, current, size))
+            blocks.append(_block(plans, current, size, skip_unchanged))
     return blocks
 
 
-def _block(plans: list[SweepPlan], members: list[int], size: int) -> _Block:
+def _block(plans: list[SweepPlan], members: list[int], size: int, skip_unchanged: bool) -> _Block:
     parts = []
     for k, i in enumerate(members):
         grid = plans[i].grid()
         n = grid.shape[0]
-        parts.append(torch.cat([torch.full((n, 1), k), torch.arange(n)[:, None], grid], dim=1))
+        rows = torch.cat([torch.full((n, 1), k), torch.arange(n)[:, None], grid], dim=1)
+        parts.append(rows[grid[:, 1] >= _first_difference(plans[i])] if skip_unchanged else rows)
     rows = torch.cat(parts)
     return _Block(members, rows, size, torch.arange(rows.shape[0]))
+
+
+def _first_difference(plan: SweepPlan) -> int:
+    """The first position whose token differs between the pair's programs (the length when none does).
+
+    A causal model's activations at earlier positions read only the tokens up to them, the same in both
+    programs, so patching any site there puts in what is already there.
+    """
+    differ = torch.nonzero(plan.pair.original_ids != plan.pair.counterfactual_ids)
+    return int(differ[0, 0]) if differ.numel() else plan.seq_len
 
 
 def _use_prefix(block: _Block, plans: list[SweepPlan], reuse_prefix: bool | None) -> None:
@@ -447,7 +463,7 @@ def _plan_chunks(block: _Block, plans: list[SweepPlan], skip_layers: bool | None
     block.skip_layers = skip_layers is not False
     skip = (block.skip_layers, block.reuse_prefix)
     n_rows = block.rows.shape[0]
-    if not any(skip):
+    if not any(skip) or n_rows == 0:
         block.bounds = [(a, min(a + block.size, n_rows)) for a in range(0, n_rows, block.size)]
         return
     rows = block.rows.numpy()
@@ -505,10 +521,14 @@ def _patch_block(
     cache: dict[int, torch.Tensor],
     residual: dict[int, torch.Tensor],
     answers: list[AnswerTokens],
+    originals: list[UnpatchedRun],
     kwargs: dict[str, Any],
     bar: Any,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Run every chunk of the block's patched rows; per member pair, (logit_diff, prob_cf, iia) per cell."""
+    """Run every chunk of the block's patched rows; per member pair, (logit_diff, prob_cf, iia) per cell.
+
+    A cell without a row (before its pair's first differing token) gets the unpatched original's values.
+    """
     first = plans[block.members[0]]
     ids = torch.stack([plans[i].pair.original_ids for i in block.members])
     cf_ids = torch.tensor([a.counterfactual_id for a in answers])
@@ -533,11 +553,18 @@ def _patch_block(
         iia[flat] = (logits.argmax(dim=-1, keepdim=True) == rows_cf).float().flatten().cpu().numpy()
         if bar is not None:
             bar.update(len(at))
-    # Rows were built pair by pair, each pair's cells in grid order: split them back.
+    # Rows were built pair by pair, each pair's cells in grid order: split them back onto the pair's grid.
     out = []
-    for k in range(len(block.members)):
+    for k, (i, original) in enumerate(zip(block.members, originals)):
+        n = int(np.prod([len(a) for a in plans[i].axes]))
+        unpatched = float(original.top1_id == answers[k].counterfactual_id)
+        pair_ld, pair_prob, pair_iia = (
+            np.full(n, v) for v in (original.logit_diff, original.prob_counterfactual, unpatched)
+        )
         mine = (block.rows[:, 0] == k).numpy()
-        out.append((logit_diff[mine], prob_cf[mine], iia[mine]))
+        at = block.rows[mine, 1].numpy()
+        pair_ld[at], pair_prob[at], pair_iia[at] = logit_diff[mine], prob_cf[mine], iia[mine]
+        out.append((pair_ld, pair_prob, pair_iia))
     return out
 
 
@@ -716,7 +743,7 @@ def sweep_pairs(
     # The CPU plan's costs are this machine's; remote forwards run elsewhere.
     on_cpu = input_device(loaded.model).type == "cpu" and not remote
     results: list[SweepResult | None] = [None] * len(plans)
-    blocks = _blocks(plans, batch_size, REMOTE_MAX_ROWS if remote else None)
+    blocks = _blocks(plans, batch_size, REMOTE_MAX_ROWS if remote else None, skip_layers is not False)
     total = sum(b.rows.shape[0] for b in blocks)
     bar = tqdm(total=total, desc=f"patching {site}", unit="cell") if progress else None
     for block in blocks:
@@ -729,7 +756,8 @@ def sweep_pairs(
             answer = plans[i].pair.answer or answer_from_model(logits[k][0], logits[k][1], loaded.tokenizer)
             answers.append(answer)
             runs.append(tuple(unpatched_run(logits[k, j], answer, loaded.tokenizer) for j in (0, 1)))
-        effects = _patch_block(plans, nn, block, cache, residual, answers, kwargs, bar)
+        originals = [run[0] for run in runs]
+        effects = _patch_block(plans, nn, block, cache, residual, answers, originals, kwargs, bar)
         forwards += len(block.chunks) + int(block.reuse_prefix)
         seconds = (time.perf_counter() - started) / len(block.members)
         for k, i in enumerate(block.members):
@@ -785,12 +813,15 @@ def sweep(
             existed; `bench/patching.py`), so it stays off there. Not with `remote`.
         skip_layers: Start each chunk at its lowest patched layer l: decoder layers below l are skipped
             (nnsight's `.skip`) and layer l is fed the unpatched originals' residual, kept by the cache run
-            (same results: a patch at layer l cannot change the layers below). None (default) = True on
-            every device. On a CPU the rows are cut into (layer band x position band) tiles whose counts
-            minimize a cost model (`FORWARD_SECONDS`, `CPU_FLOPS`: measured on a 2-core CPU), which with
-            `reuse_prefix` brought the embedded binder's sweep to the ratios in `bench/patching.py`'s
-            printout (docs/benchmarks.md). On a GPU the chunks stay those of the one-pass sweep, ordered
-            layer by layer: no more forwards, less work in each; not measured on a GPU yet.
+            (same results: a patch at layer l cannot change the layers below); and cells before the first
+            token where the programs differ are not run (their patch is a no-op: they get the unpatched
+            original's values). None (default) = True on every device; False runs every cell through
+            every layer (the one-pass sweep). On a CPU the rows are cut into (layer band x position band)
+            tiles whose counts minimize a cost model (`FORWARD_SECONDS`, `CPU_FLOPS`: measured on a 2-core
+            CPU), which with `reuse_prefix` brought the embedded binder's sweep to the ratios in
+            `bench/patching.py`'s printout (docs/benchmarks.md). On a GPU the chunks stay those of the
+            one-pass sweep, ordered layer by layer: no more forwards, less work in each; not measured on a
+            GPU yet.
         remote: False (default) runs in this process; "local" sends every trace through nnsight's remote
             request path (serialize, deserialize, run) here, with the same numbers; True sends them to NDIF
             (nnsight's remote execution), which needs an NDIF API key (`NDIF_API_KEY` or nnsight's config)
