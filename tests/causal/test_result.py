@@ -16,6 +16,7 @@ from debug.causal.result import (
     layer_label,
     normalized_effect,
     scored_rows,
+    target_sort_key,
 )
 
 
@@ -123,3 +124,23 @@ def test_shared_json_helpers() -> None:
     shared = result.effects_json()
     assert shared["answer"]["counterfactual_token_id"] == 8 and shared["targets"] == result.targets
     assert set(shared) <= set(result.to_dict())
+
+
+def test_target_labels_sort_in_reading_order() -> None:
+    labels = ["final", "query", "operand 2", "accumulator", "operand 10", "changed constant", "operand 1"]
+    labels.append("zeta")
+    assert sorted(labels, key=target_sort_key) == [
+        "changed constant",
+        "operand 1",
+        "operand 2",
+        "operand 10",
+        "accumulator",
+        "query",
+        "final",
+        "zeta",
+    ]
+    assert sorted(["ref depth 2", "final", "ref depth 1"], key=target_sort_key) == [
+        "ref depth 1",
+        "ref depth 2",
+        "final",
+    ]
