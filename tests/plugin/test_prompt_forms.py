@@ -98,7 +98,7 @@ def test_bad_forms_and_a_generator_without_a_query_form_are_refused_in_one_line(
 
 def test_prompt_form_option_selects_tasks_at_collection(pytester: pytest.Pytester):
     args = [str(ROOT / "evals"), "--collect-only", "-q", "-p", "no:cacheprovider", f"--rootdir={ROOT}"]
-    default = pytester.runpytest(*args, "-k", "range and 4")
+    default = pytester.runpytest(*args, "-k", "range_tracking and 4")
     default.stdout.fnmatch_lines(
         [
             "*test_range_tracking[[]embedded:binder-RANGE_TRACKING_QUERY-4[]]",
@@ -106,7 +106,7 @@ def test_prompt_form_option_selects_tasks_at_collection(pytester: pytest.Pyteste
             "2/* tests collected*",
         ]
     )
-    worded = pytester.runpytest(*args, "-k", "range and 4", "--prompt-form", "instruction")
+    worded = pytester.runpytest(*args, "-k", "range_tracking and 4", "--prompt-form", "instruction")
     worded.stdout.fnmatch_lines(
         [
             "*test_range_tracking[[]embedded:binder-RANGE_TRACKING-4[]]",
