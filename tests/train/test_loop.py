@@ -117,7 +117,7 @@ def test_default_recipe_is_small_enough() -> None:
         total += sum(p.numel() for p in model.parameters()) * 4 * shipped
     assert total <= 20 * 1024 * 1024
     on_disk = sum((folder / "model.safetensors").stat().st_size for folder in models.EMBEDDED.values())
-    assert on_disk <= 20 * 1024 * 1024
+    assert on_disk <= 32_000_000  # with the multi-family checkpoints: the 32 MB budget of all embedded models
 
 
 @pytest.mark.skipif("embedded:binder-early" not in models.EMBEDDED, reason="embedded model not trained yet")
