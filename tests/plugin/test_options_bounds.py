@@ -113,3 +113,12 @@ def test_a_huge_value_stops_the_run_in_one_line(pytester: pytest.Pytester) -> No
         [f"ERROR: --num-seqs takes a positive integer in [[]1, 1000000[]]*got '{HUGE}'"]
     )
     assert "1 passed" not in result.stdout.str() and not (pytester.path / "reports").exists()
+
+
+def test_remote_choices_are_the_engines() -> None:
+    # The plugin writes them out (loading it must not import torch); the engine's mapping is the truth.
+    from debug.causal.engine import REMOTE_CHOICES  # here: the engine imports torch and nnsight
+
+    registered = _registered()["--remote"]
+    assert registered["choices"] == list(REMOTE_CHOICES)
+    assert registered["default"] in REMOTE_CHOICES and REMOTE_CHOICES[registered["default"]] is False
