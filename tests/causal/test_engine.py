@@ -368,16 +368,14 @@ def test_sweep_pairs_equals_one_sweep_per_pair(
 def test_sweep_pairs_matches_the_hook_reference_and_mixes_pairs_in_a_chunk(loaded: LoadedModel) -> None:
     n = resolve_architecture(loaded.model).num_layers
     layers = list(range(n + 1))
-    # 3 layers x 1 position per pair: one chunk of 64 rows holds all four pairs of both lengths' blocks.
+    # 3 layers x 1 position per pair: one chunk of 64 rows holds all four pairs, of both lengths (the
+    # 11-token ones left-padded to 15), at positions that fall in the pads' range for the longer ones.
     positions = [[13], [9], [6], [2]]
     results = sweep_pairs(
         loaded, PAIRS, layers=layers, positions=positions, batch_size=64, reuse_prefix=False
     )
-    by_length = {}
-    for (original, _), result in zip(PAIRS, results):
-        by_length.setdefault(len(original.text), set()).add(result.forwards)
-    # Per length: one cache forward + one patched forward, shared by both pairs of that length.
-    assert all(f == {2} for f in by_length.values()), by_length
+    # One block: one cache forward + one patched forward, shared by all four pairs.
+    assert [result.forwards for result in results] == [2, 2, 2, 2]
     for (original, counterfactual), where, result in zip(PAIRS, positions, results):
         ld, prob, iia, ld_orig, ld_cf = reference_sweep(
             loaded, original, counterfactual, "residual_stream", layers
@@ -426,6 +424,15 @@ def test_sweep_pairs_forwards_and_blocks_are_bounded_by_batch_size_and_memory(
     first = sweep(loaded, *PAIRS[0], layers=[0, 1], positions=[2, 6], reuse_prefix=False)
     _assert_same(results[6], first)
     _assert_same(bounded[6], first)
+
+
+def test_pairs_much_shorter_than_a_blocks_longest_get_a_block_of_their_own(loaded: LoadedModel) -> None:
+    short = (Program("a=3\n#a:", 3, {"answer_var": "a"}), Program("a=8\n#a:", 8, {"answer_var": "a"}))
+    pairs = [PAIRS[0], short]  # 15 and 6 tokens: under PAD_RATIO of 15, so not padded together
+    results = sweep_pairs(loaded, pairs, layers=[0, 1], reuse_prefix=False, skip_layers=False)
+    assert (engine.PAD_RATIO * 15 > 6) and [r.forwards for r in results] == [2, 2]  # a block each
+    for pair, got in zip(pairs, results):
+        _assert_same(got, sweep(loaded, *pair, layers=[0, 1], reuse_prefix=False, skip_layers=False))
 
 
 @pytest.mark.parametrize(("reuse_prefix", "skip_layers"), STRATEGIES, ids=STRATEGY_IDS)
@@ -555,7 +562,11 @@ def test_remote_local_equals_the_local_sweep(qwen3: LoadedModel, site: str) -> N
     # The remote path skips layers as the local default does: nnsight serializes `.skip` like any edit.
     remote = sweep_pairs(qwen3, PAIRS[:2], remote="local", **kwargs)
     local = sweep_pairs(qwen3, PAIRS[:2], reuse_prefix=False, skip_layers=False, **kwargs)
-    assert remote[0].forwards == local[0].forwards  # no key/value run, one layer band: the same chunks
+    # One block (the 11-token pair left-padded to 15): one cache run, no key/value run, and chunks of at
+    # most 16 of the cells from each pair's first differing token (position 2) on.
+    per_position = [r.logit_diff[:, 0].size for r in remote]  # layers (x heads)
+    rows = sum(int((np.asarray(r.positions) >= 2).sum()) * n for r, n in zip(remote, per_position))
+    assert remote[0].forwards == remote[1].forwards == 1 + -(-rows // 16)
     for got, alone in zip(remote, local):
         _assert_same(got, alone)
 

@@ -292,8 +292,8 @@ def _sweep_targets(
 ) -> dict[int, SweepResult]:
     """Exact patches of the measured pairs at every layer, at their targets only, in one `sweep_pairs` call.
 
-    The cells of pairs of equal token length share forwards; with `remote` they run through nnsight's
-    remote path (`sweep_pairs(remote=...)`).
+    The pairs' cells share forwards (shorter programs left-padded); with `remote` they run through
+    nnsight's remote path (`sweep_pairs(remote=...)`).
     """
     swept = sweep_pairs(
         loaded,

@@ -94,7 +94,7 @@ def run_causal_tracing_experiment(
     pairs = [as_pair(item) for item in programs]
     for original, _ in pairs:
         check_program_fits(loaded, original, with_answer=False)
-    # All pairs in one call: pairs of equal token length share batched forwards.
+    # All pairs in one call: they share batched forwards (the shorter ones left-padded).
     results = sweep_pairs(
         loaded,
         pairs,
