@@ -111,11 +111,13 @@ def memory_budget(device: torch.device) -> int:
     return torch.cuda.mem_get_info(device)[0] // 4 if device.type == "cuda" else 32 << 20
 
 
-def _pair_bytes(plan: SweepPlan) -> int:
+def _pair_bytes(plan: SweepPlan, width: int | None = None) -> int:
     """What one pair keeps in its block while the block runs, at most: the counterfactual's activation at
-    each patched layer, and the original's residual and key/value cache at every layer, whole sequence."""
+    each patched layer, and the original's residual and key/value cache at every layer, over the whole
+    sequence (`width`: the block's padded length, default the pair's own)."""
     elem = next(plan.loaded.model.parameters()).element_size()
-    return (len(plan.layers) + 3 * plan.arch.num_layers) * plan.seq_len * plan.arch.hidden_size * elem
+    tokens = width or plan.seq_len
+    return (len(plan.layers) + 3 * plan.arch.num_layers) * tokens * plan.arch.hidden_size * elem
 
 
 def _read(envoy: Any, site: str) -> torch.Tensor:
@@ -418,7 +420,7 @@ def _blocks(
             blocks.append(_block(plans, current, batch_size, max_rows, skip_unchanged))
             current, held = [], 0
         current.append(i)
-        held += _pair_bytes(plans[i])
+        held += _pair_bytes(plans[i], plans[current[0]].seq_len)  # padded to the block's longest
     blocks.append(_block(plans, current, batch_size, max_rows, skip_unchanged))
     return blocks
 
