@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from debug.causal import lens as lens_module
 from debug.causal.architectures import get_path, resolve_architecture
 from debug.causal.inputs import CausalTracingError
-from debug.causal.lens import logit_lens, plot_logit_lens
+from debug.causal.lens import logit_lens, logit_lens_programs, plot_logit_lens
 from debug.models import LoadedModel
 from debug.programs import Program
 
@@ -116,3 +117,36 @@ def test_debug_patch_method_refuses_bad_input_in_one_line(
     assert main_patch(argv + ["--method", "knockout", "--query", "500"]) == 2
     assert "query_positions 500 is outside the prompt" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_many_programs_read_in_one_forward_as_each_does_alone(loaded: LoadedModel, monkeypatch) -> None:
+    # Three token lengths: the shorter programs are left-padded in the batched forward.
+    longer = Program("a=2\nb=a\nc=7\nd=c\n#b:", 2, {"answer_var": "b"})
+    longer_cf = Program("a=5\nb=a\nc=7\nd=c\n#b:", 5, {"answer_var": "b"})
+    short = Program("a=3\n#a:", 3, {"answer_var": "a"})
+    programs = [ORIGINAL, longer, short]
+    counterfactuals = [COUNTERFACTUAL, longer_cf, None]
+    forwards = []
+    real = lens_module.hooked_forward
+    monkeypatch.setattr(lens_module, "hooked_forward", lambda *a, **k: forwards.append(1) or real(*a, **k))
+    batched = logit_lens_programs(loaded, programs, counterfactuals)
+    assert len(forwards) == 1
+    monkeypatch.undo()
+    for program, cf, got in zip(programs, counterfactuals, batched):
+        alone = logit_lens(loaded, program, cf)
+        np.testing.assert_allclose(got.logit, alone.logit, atol=1e-5)
+        np.testing.assert_allclose(got.prob, alone.prob, atol=1e-6)
+        assert got.rank.tolist() == alone.rank.tolist() and got.top1 == alone.top1
+        assert (got.answer_id, got.counterfactual_id, got.tokens) == (
+            alone.answer_id, alone.counterfactual_id, alone.tokens
+        )  # fmt: skip
+        if cf is None:
+            assert got.logit_diff is None
+        else:
+            np.testing.assert_allclose(got.logit_diff, alone.logit_diff, atol=1e-5)
+    # ...and each equals the hand-made reference of its own unpadded program.
+    np.testing.assert_allclose(
+        batched[1].logit, _reference(loaded, longer.text)[:, batched[1].answer_id], atol=1e-5
+    )
+    with pytest.raises(CausalTracingError, match="one \\(or None\\) per program"):
+        logit_lens_programs(loaded, programs, counterfactuals[:2])

@@ -8,9 +8,9 @@
     result = sweep(loaded, original, counterfactual, site="residual_stream")
 
 Modules: `architectures` (module paths per model family), `inputs` (pairs -> token ids, answers, checks),
-`engine` (`sweep`, the batched patching engine), `lens` (`logit_lens`), `knockout` (`attention_knockout`),
-`das` (distributed alignment search: `from debug.causal.das import das`, since
-the name `debug.causal.das` is the module), `path_patching` (`path_patch`), `result` (`SweepResult`,
+`engine` (`sweep`, the batched patching engine), `lens` (`logit_lens`, `logit_lens_programs`), `knockout`
+(`attention_knockout`), `das` (distributed alignment search: `from debug.causal.das import das`, since the
+name `debug.causal.das` is the module), `path_patching` (`path_patch`), `result` (`SweepResult`,
 `aggregate_by_target`), `pairs` (binding pairs and robust seeds), `plots` (heatmaps), `runner` (the seed's
 `CausalExperimentRunner` and `run_causal_tracing_experiment`), `evaluate` (the causal eval's measurement) and
 `cli` (`debug patch`, `debug seeds`).
@@ -52,6 +52,7 @@ _LAZY = {
     "KnockoutResult": "debug.causal.knockout",
     "plot_knockout": "debug.causal.knockout",
     "logit_lens": "debug.causal.lens",
+    "logit_lens_programs": "debug.causal.lens",
     "LensResult": "debug.causal.lens",
     "plot_logit_lens": "debug.causal.lens",
     "das_by_layer": "debug.causal.das",
@@ -116,6 +117,7 @@ __all__ = [
     "das_by_layer",
     "knockout_by_layer",
     "logit_lens",
+    "logit_lens_programs",
     "path_patch",
     "path_patch_heads",
     "path_patch_hops",

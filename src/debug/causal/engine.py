@@ -58,6 +58,8 @@ from debug.causal.forward import (
     check_eval,
     forward_kwargs,
     input_device,
+    left_pad,
+    padding_kwargs,
     resolve_model,
     site_path,
     unpatched_run,
@@ -140,7 +142,8 @@ def cache_counterfactual(
         arch: Its resolved architecture (`resolve_architecture`).
         site: "residual_stream", "attention_heads" or "mlp".
         pair: The encoded pair (`debug.causal.inputs.prepare_inputs`), or a list of pairs (rows original 1,
-            counterfactual 1, original 2, ...; shorter pairs left-padded to the longest, see `_padded`).
+            counterfactual 1, original 2, ...; shorter pairs left-padded to the longest:
+            `debug.causal.forward.left_pad`).
         layers: The layers to cache, ascending.
         kwargs: Forward keyword arguments (`forward_kwargs`).
 
@@ -151,38 +154,9 @@ def cache_counterfactual(
     """
     many = not isinstance(pair, PairedInputs)
     items = list(pair) if many else [pair]
-    ids, mask = _padded([ids for p in items for ids in (p.original_ids, p.counterfactual_ids)])
+    ids, mask = left_pad([ids for p in items for ids in (p.original_ids, p.counterfactual_ids)])
     cache, _, logits = _cache_forward(nn, arch, site, ids, mask, layers, [], kwargs)
     return (cache if many else {layer: act[0] for layer, act in cache.items()}), logits
-
-
-def _padded(
-    rows: Sequence[torch.Tensor], width: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Token id rows left-padded to `width` (default the longest), and their attention mask (None: no pads).
-
-    Left, so every row's last position is its own last token; the pad id is 0 and never attended to.
-    """
-    width = width or max(len(r) for r in rows)
-    if all(len(r) == width for r in rows):
-        return torch.stack(list(rows)), None
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :], mask[i, width - len(r) :] = r, 1
-    return ids, mask
-
-
-def _mask_kwargs(mask: torch.Tensor | None, start: int, device: torch.device) -> dict[str, Any]:
-    """The attention mask and position ids of left-padded rows run from `start` on ({} without pads).
-
-    The mask covers every position (a prefix key/value cache's too); the position ids count only the real
-    tokens, so a padded row is embedded and rotated as its unpadded program is.
-    """
-    if mask is None:
-        return {}
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return {"attention_mask": mask.to(device), "position_ids": positions[:, start:].to(device)}
 
 
 def _cache_forward(
@@ -206,7 +180,7 @@ def _cache_forward(
 
     device = input_device(nn._module)
     wanted, keep = set(layers), set(residual_layers)
-    padding = _mask_kwargs(mask, 0, device)
+    padding = padding_kwargs(mask, 0, device)
     with torch.no_grad(), nn.trace(input_ids=batch.to(device), **kwargs, **padding):
         acts = nnsight.save([])
         kept = nnsight.save([])
@@ -261,7 +235,7 @@ def _patched_logits(
     start, extra = prefix if prefix is not None else (0, {})
     device = input_device(nn._module)
     batch = input_ids[cells[:, 0], start:].to(device)
-    extra = {**extra, **_mask_kwargs(None if mask is None else mask[cells[:, 0]], start, device)}
+    extra = {**extra, **padding_kwargs(None if mask is None else mask[cells[:, 0]], start, device)}
     groups = []
     for layer in torch.unique(cells[:, 2]).tolist():  # ascending: modules are touched in forward order
         idx = torch.nonzero(cells[:, 2] == layer).flatten()
@@ -299,7 +273,7 @@ def _original_kv(
     name = "cache" if "cache" in params else "past_key_values"
     device = input_device(model)
     with torch.no_grad():
-        out = model(input_ids=input_ids.to(device), use_cache=True, **_mask_kwargs(mask, 0, device))
+        out = model(input_ids=input_ids.to(device), use_cache=True, **padding_kwargs(mask, 0, device))
     kv = out.get("cache") or out.get("past_key_values")
     if kv is None or not hasattr(kv, "crop") or not hasattr(kv, "batch_select_indices"):
         raise CausalTracingError(
@@ -432,7 +406,7 @@ def _block(
     max_rows: int | None,
     skip_unchanged: bool,
 ) -> _Block:
-    ids, mask = _padded([plans[i].pair.original_ids for i in members])
+    ids, mask = left_pad([plans[i].pair.original_ids for i in members])
     first = plans[members[0]]
     size = batch_size or auto_batch_size(first.loaded.model, first.arch, int(ids.shape[1]))
     size = min(size, max_rows or size)
@@ -573,7 +547,7 @@ def _cache_block(
         members = range(at, min(at + per_forward, len(block.members)))
         pairs = [plans[block.members[k]].pair for k in members]
         rows = [ids for p in pairs for ids in (p.original_ids, p.counterfactual_ids)]
-        batch, mask = _padded(rows, block.width)
+        batch, mask = left_pad(rows, block.width)
         cache, residual, out = _cache_forward(
             nn, first.arch, first.site, batch, mask, layers, block.start_layers, kwargs
         )

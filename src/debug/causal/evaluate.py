@@ -76,7 +76,7 @@ from debug.causal.architectures import resolve_architecture
 from debug.causal.engine import REMOTE_CHOICES, check_remote, sweep, sweep_pairs
 from debug.causal.inputs import prepare_inputs
 from debug.causal.knockout import knockout_programs
-from debug.causal.lens import logit_lens
+from debug.causal.lens import logit_lens_programs
 from debug.causal.pairs import check_program_fits
 from debug.causal.plots import target_heatmap_svg, token_heatmap_svg
 from debug.causal.result import SweepResult, aggregate_by_target
@@ -360,7 +360,7 @@ def _effect_metrics(measure: Any, results: list[SweepResult]) -> dict[str, Any]:
 
 def _lens_and_knockout_metrics(loaded: Any, measure: Any, pairs: list[BindingPair], hops: int) -> None:
     """Logit-lens and attention-knockout metrics of the swept pairs (module docstring)."""
-    lenses = [logit_lens(loaded, p.original, p.counterfactual) for p in pairs]
+    lenses = logit_lens_programs(loaded, [p.original for p in pairs], [p.counterfactual for p in pairs])
     if lenses:
         for index, label in enumerate(lenses[0].layer_labels):
             hits = sum(int(r.rank[index]) == 1 for r in lenses)

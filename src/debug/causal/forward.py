@@ -1,6 +1,6 @@
 """What every causal method shares about running the model: the model it is given, the sites it can read, the
-hooks that read and set hidden states, each hooked forward and its keyword arguments, and the scores of an
-unpatched run.
+hooks that read and set hidden states, each hooked forward and its keyword arguments (with the mask and
+position ids of left-padded rows), and the scores of an unpatched run.
 
 One module below the engine and the other methods, so each of them uses these without importing another.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -150,8 +150,42 @@ def record_hidden(module: torch.nn.Module, box: list) -> Any:
     )
 
 
+def left_pad(
+    rows: Sequence[torch.Tensor], width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Token id rows left-padded to `width` (default the longest), and their attention mask (None: no pads).
+
+    Left, so every row's last position is its own last token; the pad id is 0 and never attended to.
+    """
+    width = width or max(len(r) for r in rows)
+    if all(len(r) == width for r in rows):
+        return torch.stack(list(rows)), None
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :], mask[i, width - len(r) :] = r, 1
+    return ids, mask
+
+
+def padding_kwargs(mask: torch.Tensor | None, start: int, device: torch.device) -> dict[str, Any]:
+    """The attention mask and position ids of left-padded rows run from `start` on ({} without pads).
+
+    The mask covers every position (a prefix key/value cache's too); the position ids count only the real
+    tokens, so a padded row is embedded and rotated as its unpadded program is.
+    """
+    if mask is None:
+        return {}
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"attention_mask": mask.to(device), "position_ids": positions[:, start:].to(device)}
+
+
 def hooked_forward(
-    model: torch.nn.Module, input_ids: torch.Tensor, handles: Iterable[Any], *, grad: bool = False
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    handles: Iterable[Any],
+    *,
+    grad: bool = False,
+    mask: torch.Tensor | None = None,
 ) -> Any:
     """The output of one forward of `input_ids` with `forward_kwargs`; then the hooks' `handles` are removed.
 
@@ -160,10 +194,14 @@ def hooked_forward(
         input_ids: `[rows, seq]` token ids; moved to the model's `input_device`.
         handles: The hooks' removable handles; removed even when the forward raises.
         grad: Run under the caller's grad mode (a trained intervention needs gradients) instead of no-grad.
+        mask: The attention mask of left-padded rows (`left_pad`), or None.
     """
+    device = input_device(model)
     try:
         with contextlib.nullcontext() if grad else torch.no_grad():
-            return model(input_ids=input_ids.to(input_device(model)), **forward_kwargs(model))
+            return model(
+                input_ids=input_ids.to(device), **forward_kwargs(model), **padding_kwargs(mask, 0, device)
+            )
     finally:
         for handle in handles:
             handle.remove()

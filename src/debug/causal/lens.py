@@ -8,13 +8,15 @@ the patching metrics' logit difference LD = logit(cf answer) - logit(orig answer
 original run, and P(cf answer).
 
 It is one forward pass with plain torch forward pre-hooks on the layers and the final norm (no nnsight:
-nothing is patched, only read). The lens is an approximation (nostalgebraist 2020): early layers need not
+nothing is patched, only read); `logit_lens_programs` reads many programs in each forward, the shorter ones
+left-padded. The lens is an approximation (nostalgebraist 2020): early layers need not
 live in the unembedding's basis, so "does not decode at layer l" does not mean "the answer is absent at
 layer l"; a linear probe or the patching sweep tests presence.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 from debug.causal.architectures import get_path, resolve_architecture
-from debug.causal.forward import check_eval, hidden_arg, hooked_forward, resolve_model
+from debug.causal.forward import check_eval, hidden_arg, hooked_forward, left_pad, resolve_model
 from debug.causal.inputs import (
     CausalTracingError,
     as_text_and_answer,
@@ -35,7 +37,14 @@ from debug.causal.inputs import (
 from debug.causal.plots import _pyplot
 from debug.causal.result import array_json, layer_label
 
-__all__ = ["LENS_DEFINITIONS", "LensResult", "logit_lens", "plot_logit_lens"]
+__all__ = [
+    "LENS_DEFINITIONS",
+    "LENS_ROWS",
+    "LensResult",
+    "logit_lens",
+    "logit_lens_programs",
+    "plot_logit_lens",
+]
 
 LENS_DEFINITIONS: dict[str, str] = {
     "site": (
@@ -158,47 +167,32 @@ class LensResult:
         }
 
 
-def residual_streams(model: Any, arch: Any, input_ids: Any, position: int = -1) -> Any:
-    """`[num_layers + 1, hidden]` residual stream at `position`: each layer's input, then the final norm's.
+def residual_streams(model: Any, arch: Any, input_ids: Any, mask: Any = None) -> Any:
+    """`[rows, num_layers + 1, hidden]` residual stream at each row's last position: each layer's input,
+    then the final norm's.
 
-    One forward pass of `input_ids` (`[seq]`) with plain torch forward pre-hooks.
+    One forward pass of `input_ids` (`[rows, seq]`, left-padded under `mask`: `debug.causal.forward.left_pad`)
+    with plain torch forward pre-hooks.
     """
 
     box: list[Any] = []
     modules = [get_path(model, arch.layer_path(layer)) for layer in range(arch.num_layers)]
     modules.append(get_path(model, arch.spec.final_norm))
-    # Only the one position is kept: `record_hidden` would hold every position of every layer.
+    # Only the last position is kept: `record_hidden` would hold every position of every layer.
     handles = [
         module.register_forward_pre_hook(
-            lambda m, a, k: box.append(hidden_arg(a, k)[0, position].detach().clone()), with_kwargs=True
+            lambda m, a, k: box.append(hidden_arg(a, k)[:, -1].detach().clone()), with_kwargs=True
         )
         for module in modules
     ]
-    hooked_forward(model, input_ids[None], handles)
-    return torch.stack(box)
-
-
-def _encode_program(tokenizer: Any, program: Any) -> tuple[list[int], int, str, str]:
-    """(input ids, scored answer token, answer text, note) of one program with an answer."""
-    text, answer, _ = as_text_and_answer(program)
-    if answer is None:
-        raise CausalTracingError(
-            "logit_lens needs a program with an answer: pass a Program or (text, answer), not bare text"
-        )
-    ids = encode(tokenizer, text)
-    continuation = continuation_ids(tokenizer, ids, text, str(answer))
-    if not continuation:
-        raise CausalTracingError(f"the answer {answer!r} encodes to no tokens; pass a non-empty answer")
-    note = (
-        "single-token answer: scored on the answer token"
-        if len(continuation) == 1
-        else f"multi-token answer: scored on its first token of {len(continuation)}"
-    )
-    return ids, int(continuation[0]), str(answer), note
+    hooked_forward(model, input_ids, handles, mask=mask)
+    return torch.stack(box, dim=1)
 
 
 def logit_lens(model: Any, program: Any, counterfactual: Any = None) -> LensResult:
     """Decode every layer's residual stream at the final token and rank the answer there.
+
+    For many programs, `logit_lens_programs` reads them in batched forwards (same numbers).
 
     Args:
         model: A model id (loaded with `debug.models.load`) or a `LoadedModel`.
@@ -215,33 +209,101 @@ def logit_lens(model: Any, program: Any, counterfactual: Any = None) -> LensResu
             counterfactual, a program longer than the model's context (all before any forward).
         debug.causal.architectures.UnsupportedArchitectureError: When the model's layers cannot be found.
     """
+    (result,) = logit_lens_programs(model, [program], None if counterfactual is None else [counterfactual])
+    return result
 
-    loaded = resolve_model(model)
-    arch = resolve_architecture(loaded.model)
-    check_eval(loaded.model)
-    tokenizer = loaded.tokenizer
-    cf_id = None
+
+#: Programs per forward of `logit_lens_programs`.
+LENS_ROWS = 64
+
+
+@dataclass
+class _Read:
+    """One program as the lens reads it."""
+
+    ids: list[int]
+    answer_id: int  # the scored token
+    cf_id: int | None  # the counterfactual's, with a counterfactual
+    answer_text: str
+    note: str  # how the scored token was chosen
+
+
+def _read(tokenizer: Any, program: Any, counterfactual: Any) -> _Read:
+    """Encode one program (with its counterfactual, if any) and choose the scored token; no forward."""
     if counterfactual is not None:
         pair = prepare_inputs(tokenizer, program, counterfactual)
         if pair.answer is None:
             raise CausalTracingError(
                 "logit_lens needs programs with answers: pass Programs or (text, answer)"
             )
-        ids, answer_id, cf_id = (
-            pair.original_ids.tolist(),
-            pair.answer.original_id,
-            pair.answer.counterfactual_id,
+        answer = pair.answer
+        ids = pair.original_ids.tolist()
+        return _Read(ids, answer.original_id, answer.counterfactual_id, answer.original_text, answer.note)
+    text, answer, _ = as_text_and_answer(program)
+    if answer is None:
+        raise CausalTracingError(
+            "logit_lens needs a program with an answer: pass a Program or (text, answer), not bare text"
         )
-        answer_text, note = pair.answer.original_text, pair.answer.note
-    else:
-        ids, answer_id, answer_text, note = _encode_program(tokenizer, program)
-    check_context(loaded, len(ids), "the program")
+    ids = encode(tokenizer, text)
+    continuation = continuation_ids(tokenizer, ids, text, str(answer))
+    if not continuation:
+        raise CausalTracingError(f"the answer {answer!r} encodes to no tokens; pass a non-empty answer")
+    note = (
+        "single-token answer: scored on the answer token"
+        if len(continuation) == 1
+        else f"multi-token answer: scored on its first token of {len(continuation)}"
+    )
+    return _Read(ids, int(continuation[0]), None, str(answer), note)
 
+
+def logit_lens_programs(
+    model: Any, programs: Sequence[Any], counterfactuals: Sequence[Any] | None = None
+) -> list[LensResult]:
+    """`logit_lens` of many programs, up to `LENS_ROWS` per forward (shorter programs left-padded, with an
+    attention mask and position ids of their own, so each reads as it does alone).
+
+    Args:
+        model: A model id (loaded with `debug.models.load`) or a `LoadedModel`.
+        programs: `Program`s or `(text, answer)`s.
+        counterfactuals: None, or one counterfactual (or None) per program, as `logit_lens` takes it.
+
+    Returns:
+        One `LensResult` per program, in order.
+
+    Raises:
+        CausalTracingError: As `logit_lens`, for any program, all before the first forward; also a list of
+            counterfactuals whose length is not the programs'.
+    """
+    loaded = resolve_model(model)
+    arch = resolve_architecture(loaded.model)
+    check_eval(loaded.model)
+    tokenizer = loaded.tokenizer
+    programs = list(programs)
+    cfs = [None] * len(programs) if counterfactuals is None else list(counterfactuals)
+    if len(cfs) != len(programs):
+        raise CausalTracingError(
+            f"{len(cfs)} counterfactuals for {len(programs)} programs; pass one (or None) per program"
+        )
+    reads = [_read(tokenizer, program, cf) for program, cf in zip(programs, cfs)]
+    for read in reads:
+        check_context(loaded, len(read.ids), "the program")
     hf = loaded.model
-    residuals = residual_streams(hf, arch, torch.tensor(ids, dtype=torch.long))
-    with torch.no_grad():
-        norm = get_path(hf, arch.spec.final_norm)
-        logits = hf.get_output_embeddings()(norm(residuals)).float()
+    norm = get_path(hf, arch.spec.final_norm)
+    results = []
+    for at in range(0, len(reads), LENS_ROWS):
+        chunk = reads[at : at + LENS_ROWS]
+        ids, mask = left_pad([torch.tensor(r.ids, dtype=torch.long) for r in chunk])
+        residuals = residual_streams(hf, arch, ids, mask)
+        with torch.no_grad():
+            logits = hf.get_output_embeddings()(norm(residuals)).float()
+        results += [_result(loaded, arch, read, row) for read, row in zip(chunk, logits)]
+    return results
+
+
+def _result(loaded: Any, arch: Any, read: _Read, logits: Any) -> LensResult:
+    """One program's `LensResult` from its `[layers, vocab]` lens logits."""
+    tokenizer = loaded.tokenizer
+    answer_id, cf_id = read.answer_id, read.cf_id
     probs = torch.softmax(logits, dim=-1)
     answer_logit = logits[:, answer_id]
     rank = 1 + (logits > answer_logit[:, None]).sum(dim=-1)
@@ -251,10 +313,10 @@ def logit_lens(model: Any, program: Any, counterfactual: Any = None) -> LensResu
     return LensResult(
         layers=layers,
         num_layers=arch.num_layers,
-        tokens=[token_label(tokenizer, t) for t in ids],
-        position=len(ids) - 1,
+        tokens=[token_label(tokenizer, t) for t in read.ids],
+        position=len(read.ids) - 1,
         answer_id=answer_id,
-        answer_text=answer_text,
+        answer_text=read.answer_text,
         rank=rank.cpu().numpy(),
         prob=probs[:, answer_id].cpu().numpy().astype(np.float64),
         logit=answer_logit.cpu().numpy().astype(np.float64),
@@ -266,7 +328,7 @@ def logit_lens(model: Any, program: Any, counterfactual: Any = None) -> LensResu
         prob_cf=None if cf_id is None else probs[:, cf_id].cpu().numpy().astype(np.float64),
         counterfactual_id=cf_id,
         model_id=str(getattr(loaded, "model_id", "")),
-        notes=[note],
+        notes=[read.note],
     )
 
 
