@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
+@functools.cache
 def template_env() -> Any:
-    """The jinja2 environment of the package's templates: autoescaped, strict, with the number filters."""
+    """The jinja2 environment of the package's templates: autoescaped, strict, with the number filters.
+
+    One per process: the environment caches each compiled template, which every causal case's two heatmaps
+    would otherwise compile again.
+    """
     import jinja2  # deferred: only pages and pictures need it
 
     env = jinja2.Environment(
